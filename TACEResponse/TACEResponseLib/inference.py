@@ -1,0 +1,51 @@
+"""Tiled network pass over a preprocessed volume: class probabilities and pooled response statistics.
+
+Shared by the Predictor and by training's validation, so what training measures is what users get.
+"""
+
+import numpy as np
+import torch
+
+from .network import LIVER, TUMOR, region_weights
+from .tiling import plan_tiles
+
+
+@torch.inference_mode()
+def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_tile=None):
+    """Run one network over ``volume`` (channels, z, y, x; sizes multiples of network.size_multiple).
+
+    Returns (liver probability, tumor probability, pooled sums tensor of shape (1, n)). ``tumor_mask``
+    (z, y, x) replaces the predicted tumor in the pooled statistics only.
+    """
+    multiple = network.size_multiple
+    tiles = list(plan_tiles(volume.shape[1:], max_tile, margin, multiple))
+    liver = np.zeros(volume.shape[1:], np.float32)
+    tumor = np.zeros(volume.shape[1:], np.float32)
+    sums = None
+    use_amp = str(device).startswith("cuda")
+    for index, (tile, core) in enumerate(tiles):
+        x = torch.from_numpy(np.ascontiguousarray(volume[(slice(None),) + tile]))[None].to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            seg_logits, features, deep = network.forward_maps(x)
+        inner = tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(core, tile))
+        inner_deep = tuple(slice(s.start // multiple, s.stop // multiple) for s in inner)
+        keep = (slice(None), slice(None))
+        seg_core = seg_logits[keep + inner].float()
+        mask_core = None
+        if tumor_mask is not None:
+            mask_core = torch.from_numpy(np.ascontiguousarray(tumor_mask[core]))[None, None].to(device)
+        liver_w, tumor_w = region_weights(seg_core, mask_core)
+        tile_sums = network.pooled_sums(features[keep + inner].float(), deep[keep + inner_deep].float(),
+                                        liver_w, tumor_w)
+        sums = tile_sums if sums is None else sums + tile_sums
+        probs = torch.softmax(seg_core, dim=1)[0].cpu().numpy()
+        liver[core] = probs[LIVER]
+        tumor[core] = probs[TUMOR]
+        if on_tile:
+            on_tile((index + 1) / len(tiles))
+    return liver, tumor, sums
+
+
+@torch.inference_mode()
+def response_probability(network, sums):
+    return float(torch.sigmoid(network.response_logit(sums.float())).cpu()[0])

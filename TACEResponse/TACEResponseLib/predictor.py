@@ -1,0 +1,196 @@
+"""Predictor(model_package).predict(images) -> Prediction: the single inference path.
+
+Batch users (CLI), the Slicer module (through the CLI) and the tests all come through here.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from . import inference, measurements, preprocessing
+from .errors import InputError
+
+MIN_LIVER_ML = 300.0
+MAX_LIVER_ML = 6000.0
+
+
+@dataclass
+class Prediction:
+    label_image: sitk.Image
+    response_probability: float
+    fold_probabilities: List[float]
+    risk_category: str
+    risk_cutoff: float
+    measurements: Dict[str, float]
+    warnings: List[str]
+    device: str
+    timings_s: Dict[str, float] = field(default_factory=dict)
+    tumor_source: str = "predicted"
+
+
+def choose_device(requested="auto"):
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda requested but no CUDA GPU is available to this PyTorch build")
+    if requested == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(None, "--device mps requested but Apple MPS is not available")
+    if requested not in ("cpu", "cuda", "mps"):
+        raise InputError(None, "unknown device {!r}: use auto, cpu, cuda or mps".format(requested))
+    return requested
+
+
+def _keep_largest_organ(liver, tumor):
+    """Zero the probabilities outside the largest connected liver-or-tumor region (false positives)."""
+    organ = (liver + tumor) > np.maximum(1.0 - liver - tumor, 0.0)
+    if not organ.any():
+        return liver, tumor
+    components = sitk.GetArrayFromImage(
+        sitk.ConnectedComponent(sitk.GetImageFromArray(organ.astype(np.uint8)), True))
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    keep = components == int(np.argmax(sizes))
+    # grow by one voxel so soft boundary probabilities next to the kept region survive
+    keep = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(keep.astype(np.uint8)), [1, 1, 1])) > 0
+    return liver * keep, tumor * keep
+
+
+class Predictor:
+    """Holds a verified model package and its networks on one device."""
+
+    def __init__(self, package, device="auto", progress: Optional[Callable[[str, float], None]] = None):
+        self.package = package
+        self.card = package.card
+        self.spec = preprocessing.PreprocessingSpec.from_card(self.card)
+        self.device = choose_device(device)
+        self.networks = package.build_networks()
+        self.progress = progress or (lambda stage, fraction: None)
+        inference = self.card.get("inference", {})
+        self.max_tile = tuple(int(v) for v in inference.get("tile_size", (128, 128, 128)))
+        self.margin = int(inference.get("tile_margin", 16))
+        self.liver_value = package.label_value("Liver")
+        self.tumor_value = package.label_value("Tumor")
+
+    def predict(self, images, paths=(), tumor_mask=None, tumor_mask_path=None):
+        timings = {}
+        started = time.perf_counter()
+        self.progress("preprocess", 0.0)
+        prepared = preprocessing.prepare(images, self.spec, paths)
+        warnings = list(prepared.warnings)
+        mask_on_grid = None
+        if tumor_mask is not None:
+            mask_on_grid, mask_warnings = self._check_mask(tumor_mask, images[0], prepared.grid, tumor_mask_path)
+            warnings += mask_warnings
+        timings["preprocess"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        liver, tumor, logits, device_used, device_warnings = self._run_networks(prepared, mask_on_grid)
+        warnings += device_warnings
+        timings["network"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        self.progress("postprocess", 0.0)
+        liver, tumor = _keep_largest_organ(liver, tumor)
+        label_image = preprocessing.probabilities_to_image(liver, tumor, prepared.grid, images[0])
+        tumor_source = "predicted"
+        if tumor_mask is not None:
+            label_image = self._apply_mask(label_image, tumor_mask)
+            tumor_source = "user mask"
+        measured = measurements.measure(label_image, self.liver_value, self.tumor_value)
+        warnings += self._content_warnings(measured, tumor_mask is not None)
+        timings["postprocess"] = time.perf_counter() - started
+
+        probabilities = [float(1.0 / (1.0 + np.exp(-logit))) for logit in logits]
+        probability = float(np.mean(probabilities))
+        cutoff = float(self.card["risk"]["cutoff"])
+        self.progress("done", 1.0)
+        return Prediction(label_image, probability, probabilities, "low" if probability >= cutoff else "high",
+                          cutoff, measured, warnings, device_used, {k: round(v, 3) for k, v in timings.items()},
+                          tumor_source)
+
+    def _check_mask(self, mask_image, reference, grid, path):
+        if mask_image.GetDimension() != 3:
+            raise InputError(path, "tumor mask must be a 3D image")
+        warnings = []
+        same = (mask_image.GetSize() == reference.GetSize()
+                and np.allclose(mask_image.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+                and np.allclose(mask_image.GetSpacing(), reference.GetSpacing(), atol=1e-4)
+                and np.allclose(mask_image.GetDirection(), reference.GetDirection(), atol=1e-4))
+        if not same:
+            warnings.append("{}: tumor mask geometry differs from the image; resampled onto it".format(path))
+        on_grid = preprocessing.mask_to_grid(mask_image, grid)
+        if not on_grid.any():
+            warnings.append("{}: tumor mask is empty".format(path))
+        return on_grid, warnings
+
+    def _apply_mask(self, label_image, mask_image):
+        """The user's tumor replaces the predicted one; the organ keeps the predicted extent plus the mask."""
+        mask = sitk.Resample(sitk.Cast(sitk.NotEqual(mask_image, 0), sitk.sitkUInt8), label_image,
+                             sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        labels = sitk.GetArrayFromImage(label_image)
+        inside = sitk.GetArrayViewFromImage(mask) > 0
+        labels[labels == self.tumor_value] = self.liver_value
+        labels[inside] = self.tumor_value
+        out = sitk.GetImageFromArray(labels)
+        out.CopyInformation(label_image)
+        return out
+
+    def _content_warnings(self, measured, user_mask):
+        warnings = []
+        if measured["liver_volume_ml"] < MIN_LIVER_ML:
+            warnings.append("no liver found (liver volume {:.0f} mL): is this an abdominal CT covering the liver? "
+                            "The response probability is not meaningful".format(measured["liver_volume_ml"]))
+        elif measured["liver_volume_ml"] > MAX_LIVER_ML:
+            warnings.append("implausible liver volume {:.0f} mL; check the segmentation".format(
+                measured["liver_volume_ml"]))
+        if measured["tumor_count"] == 0:
+            warnings.append("no tumor {}; the response probability is not meaningful without a lesion".format(
+                "in the given mask" if user_mask else "found"))
+        return warnings
+
+    def _run_networks(self, prepared, mask_on_grid):
+        """Run every network of the package; on CUDA out-of-memory, fall back to CPU and say so."""
+        warnings = []
+        try:
+            liver, tumor, logits = self._infer(prepared, mask_on_grid, self.device)
+            return liver, tumor, logits, self.device, warnings
+        except torch.cuda.OutOfMemoryError:
+            if self.device != "cuda":
+                raise
+            torch.cuda.empty_cache()
+            warnings.append("GPU ran out of memory; prediction was rerun on the CPU")
+            liver, tumor, logits = self._infer(prepared, mask_on_grid, "cpu")
+            return liver, tumor, logits, "cpu (fallback from cuda: out of memory)", warnings
+
+    def _infer(self, prepared, mask_on_grid, device):
+        multiple = self.networks[0].size_multiple
+        volume, crop, pads = preprocessing.crop_to_body(prepared.array, self.spec.window, multiple)
+        mask = None
+        if mask_on_grid is not None:
+            mask = np.pad(mask_on_grid[crop], [(0, p) for p in pads])
+        liver_sum = np.zeros(volume.shape[1:], np.float32)
+        tumor_sum = np.zeros(volume.shape[1:], np.float32)
+        logits = []
+        for index, network in enumerate(self.networks):
+            network.to(device)
+            def on_tile(fraction, index=index):
+                self.progress("network", (index + fraction) / len(self.networks))
+            liver, tumor, sums = inference.run_network(network, volume, device, self.max_tile, self.margin, mask,
+                                                       on_tile)
+            liver_sum += liver
+            tumor_sum += tumor
+            with torch.inference_mode():
+                logits.append(float(network.response_logit(sums).float().cpu()[0]))
+            network.to("cpu")
+        n = float(len(self.networks))
+        liver = np.zeros(prepared.array.shape[1:], np.float32)
+        tumor = np.zeros(prepared.array.shape[1:], np.float32)
+        valid = tuple(slice(0, s.stop - s.start) for s in crop)
+        liver[crop] = liver_sum[valid] / n
+        tumor[crop] = tumor_sum[valid] / n
+        return liver, tumor, logits

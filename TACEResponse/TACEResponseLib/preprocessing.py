@@ -1,0 +1,226 @@
+"""The one preprocessing path shared by training and inference, and its inverse.
+
+Forward: any 3D CT (any orientation, flipped or oblique, any spacing) is resampled in one step onto a
+canonical grid (identity direction, the model's spacing) covering the same physical box, then clipped
+and scaled with the model's intensity window. Because the grid is defined by physical space only, the same
+patient stored with permuted, flipped or shifted axes yields the same network input.
+Inverse: class probabilities on that grid are interpolated back onto the input image's own grid, so the
+label map has exactly the input's size, spacing, origin and direction.
+"""
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+AIR_HU = -1024.0
+MIN_EXTENT_MM = 40.0  # a field of view smaller than this cannot show a liver
+SHORT_Z_MM = 100.0
+BODY_HU = -500.0  # above this is patient (or table), below is air
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """What the model card fixes about its input: phases, grid spacing (mm, x y z) and HU window."""
+
+    phases: Tuple[str, ...]
+    spacing: Tuple[float, float, float]
+    window: Tuple[float, float]
+
+    @classmethod
+    def from_card(cls, card):
+        return cls(tuple(card["inputs"]["phases"]), tuple(float(s) for s in card["preprocessing"]["spacing_mm"]),
+                   tuple(float(w) for w in card["preprocessing"]["intensity_window_hu"]))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An axis-aligned grid (identity direction); size and spacing in x, y, z order like SimpleITK."""
+
+    origin: Tuple[float, float, float]
+    spacing: Tuple[float, float, float]
+    size: Tuple[int, int, int]
+
+    def reference_image(self, pixel_type=sitk.sitkUInt8):
+        image = sitk.Image([int(s) for s in self.size], pixel_type)
+        image.SetOrigin(self.origin)
+        image.SetSpacing(self.spacing)
+        return image
+
+    @property
+    def voxel_volume_ml(self):
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+@dataclass
+class PreparedCase:
+    """Network input on the canonical grid: array (channels, z, y, x) float32, the grid, warnings."""
+
+    array: np.ndarray
+    grid: Grid
+    warnings: List[str]
+
+
+def physical_corners(image):
+    """Physical positions of the 8 corner voxel centres of an image, shape (8, 3)."""
+    size = image.GetSize()
+    corners = []
+    for i in (0, size[0] - 1):
+        for j in (0, size[1] - 1):
+            for k in (0, size[2] - 1):
+                corners.append(image.TransformContinuousIndexToPhysicalPoint((float(i), float(j), float(k))))
+    return np.array(corners)
+
+
+def canonical_grid(image, spacing):
+    """Axis-aligned grid at ``spacing`` covering the physical box of ``image``."""
+    corners = physical_corners(image)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    size = np.floor((high - low) / np.asarray(spacing) + 1e-6).astype(int) + 1
+    return Grid(tuple(float(v) for v in low), tuple(float(s) for s in spacing), tuple(int(s) for s in size))
+
+
+def resample(image, grid, interpolator=sitk.sitkLinear, default_value=AIR_HU, pixel_type=sitk.sitkFloat32):
+    return sitk.Resample(image, grid.reference_image(pixel_type), sitk.Transform(), interpolator,
+                         float(default_value), pixel_type)
+
+
+def check_field_of_view(image, path):
+    """Refuse volumes too small to hold a liver; return warnings for ones that may cut it."""
+    extent = np.ptp(physical_corners(image), axis=0) + np.asarray(image.GetSpacing())
+    size = image.GetSize()
+    names = "xyz"
+    for axis in range(3):
+        if extent[axis] < MIN_EXTENT_MM:
+            raise InputError(path, "field of view too small along {}: {} voxels, {:.1f} mm (need at least {:.0f} mm)"
+                             .format(names[axis], size[axis], extent[axis], MIN_EXTENT_MM))
+    if extent[2] < SHORT_Z_MM:
+        return ["{}: only {:.0f} mm along z; the liver may not be fully covered".format(path, extent[2])]
+    return []
+
+
+def intensity_warnings(array, path):
+    """Readable but implausible content: say so rather than silently predicting on it."""
+    if not np.isfinite(array).all():
+        raise InputError(path, "contains NaN or infinite voxel values")
+    low, high = np.percentile(array, [0.5, 99.5])
+    warnings = []
+    if low > -500 or high < 0 or high > 4000:
+        warnings.append("{}: intensities do not look like CT in Hounsfield units (0.5-99.5 percentile {:.0f}..{:.0f})"
+                        .format(path, low, high))
+    return warnings
+
+
+def normalise(array, window):
+    """Clip to the HU window and scale to [-1, 1]."""
+    low, high = window
+    out = np.clip(array, low, high, out=array)
+    out -= (low + high) / 2.0
+    out *= 2.0 / (high - low)
+    return out
+
+
+def check_phases_agree(images, paths):
+    """Phases must cover largely the same physical box; returns warnings when their grids differ."""
+    first_corners = physical_corners(images[0])
+    low0, high0 = first_corners.min(0), first_corners.max(0)
+    warnings = []
+    for image, path in zip(images[1:], paths[1:]):
+        corners = physical_corners(image)
+        low, high = corners.min(0), corners.max(0)
+        overlap = np.clip(np.minimum(high, high0) - np.maximum(low, low0), 0, None).prod()
+        volume = max((high0 - low0).prod(), 1e-6)
+        if overlap / volume < 0.5:
+            raise InputError(path, "does not overlap the first phase ({}) in physical space ({:.0%} of its volume); "
+                             "phases must show the same anatomy".format(paths[0], overlap / volume))
+        same_grid = (image.GetSize() == images[0].GetSize()
+                     and np.allclose(image.GetOrigin(), images[0].GetOrigin(), atol=1e-3)
+                     and np.allclose(image.GetSpacing(), images[0].GetSpacing(), atol=1e-4)
+                     and np.allclose(image.GetDirection(), images[0].GetDirection(), atol=1e-4))
+        if not same_grid:
+            warnings.append("{}: geometry differs from {}; resampled onto the same grid".format(path, paths[0]))
+    return warnings
+
+
+def prepare(images: Sequence[sitk.Image], spec: PreprocessingSpec, paths: Sequence[str] = ()) -> PreparedCase:
+    """Images (one per phase, in the model's order) -> normalised network input on the canonical grid."""
+    paths = list(paths) or ["input {}".format(i + 1) for i in range(len(images))]
+    if len(images) != len(spec.phases):
+        raise InputError(None, "the model expects {} input(s) ({}), got {}".format(
+            len(spec.phases), ", ".join(spec.phases), len(images)))
+    warnings = []
+    for image, path in zip(images, paths):
+        warnings += check_field_of_view(image, path)
+    warnings += check_phases_agree(images, paths)
+    grid = canonical_grid(images[0], spec.spacing)
+    channels = []
+    for image, path in zip(images, paths):
+        array = sitk.GetArrayFromImage(resample(image, grid))
+        warnings += intensity_warnings(array, path)
+        channels.append(normalise(array, spec.window))
+    return PreparedCase(np.stack(channels), grid, warnings)
+
+
+def labels_to_grid(label_image, grid):
+    """Resample a label map onto a grid (nearest neighbour), as uint8 array (z, y, x)."""
+    return sitk.GetArrayFromImage(resample(label_image, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+
+
+def probabilities_to_image(liver_prob, tumor_prob, grid, reference):
+    """Class probabilities on ``grid`` -> uint8 label image with exactly the geometry of ``reference``.
+
+    Probabilities are interpolated (not labels) so boundaries stay smooth on a finer input grid; they are
+    quantised to 8 bits first to keep memory low on large inputs.
+    """
+    resampled = []
+    for prob in (liver_prob, tumor_prob):
+        quantised = sitk.GetImageFromArray(np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8))
+        quantised.SetOrigin(grid.origin)
+        quantised.SetSpacing(grid.spacing)
+        resampled.append(sitk.GetArrayFromImage(sitk.Resample(
+            quantised, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkUInt8)))
+    liver, tumor = (r.astype(np.int16) for r in resampled)
+    background = 255 - liver - tumor
+    labels = np.zeros(liver.shape, np.uint8)
+    labels[(liver > background) & (liver >= tumor)] = 1
+    labels[(tumor > background) & (tumor > liver)] = 2
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(reference)
+    return out
+
+
+def mask_to_grid(mask_image, grid):
+    """A binary mask (any nonzero = inside) resampled onto the canonical grid as float32 (z, y, x)."""
+    binary = sitk.Cast(sitk.NotEqual(mask_image, 0), sitk.sitkUInt8)
+    return labels_to_grid(binary, grid).astype(np.float32)
+
+
+def crop_to_body(volume, window, multiple):
+    """Bounding box of the body (above -500 HU), grown to a multiple of the network's size step.
+
+    Returns (cropped volume padded as needed, slices of the crop in the volume, padding applied).
+    """
+    low, high = window
+    body_level = (max(BODY_HU, low) - (low + high) / 2.0) * 2.0 / (high - low)
+    inside = volume[0] > body_level
+    if not inside.any():
+        inside[...] = True
+    bounds = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.nonzero(inside.any(axis=other))[0]
+        bounds.append((int(hits[0]), int(hits[-1]) + 1))
+    slices, pads = [], []
+    for (start, end), length in zip(bounds, volume.shape[1:]):
+        size = int(np.ceil((end - start) / multiple) * multiple)
+        start = max(min(start - (size - (end - start)) // 2, length - size), 0)
+        end = min(start + size, length)
+        slices.append(slice(start, end))
+        pads.append(size - (end - start))
+    cropped = volume[(slice(None),) + tuple(slices)]
+    if any(pads):
+        cropped = np.pad(cropped, [(0, 0)] + [(0, p) for p in pads], constant_values=-1.0)
+    return np.ascontiguousarray(cropped), tuple(slices), pads

@@ -1,0 +1,51 @@
+"""Training configuration: defaults, overridden by a JSON file and by command-line flags."""
+
+import json
+
+from TACEResponseLib.errors import InputError
+
+DEFAULT_CONFIG = {
+    "phases": ["portal_venous"],
+    "spacing_mm": [2.0, 2.0, 2.0],
+    "intensity_window_hu": [-200.0, 300.0],
+    "channels": [8, 16, 32, 64, 128],
+    "head_hidden": 32,
+    "patch_size": [64, 64, 64],
+    "batch_size": 2,
+    "epochs": 10,
+    "max_steps": None,
+    "steps_per_epoch": None,
+    "learning_rate": 2e-3,
+    "weight_decay": 1e-5,
+    # loss = segmentation (soft Dice + cross-entropy, equal parts) + response_weight * BCE(response)
+    "response_weight": 0.5,
+    # share of samples whose response pathway is fed the true tumor mask instead of the predicted one
+    "teacher_forcing": 0.5,
+    # patch centres: on the organ (jittered by up to half a patch), on a tumor voxel, else anywhere (so the
+    # network also learns what is not liver: spleen, kidneys, bowel)
+    "organ_centred_fraction": 0.5,
+    "tumor_centred_fraction": 0.2,
+    "validation_fraction": 0.2,
+    "validation_cases_per_epoch": 16,
+    "head_refit_epochs": 300,
+    "tile_size": [128, 128, 128],
+    "tile_margin": 16,
+    "seed": 0,
+    "num_threads": None,
+}
+
+
+def load_config(path=None, **overrides):
+    config = dict(DEFAULT_CONFIG)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                user = json.load(stream)
+        except (OSError, ValueError) as exc:
+            raise InputError(path, "cannot read training configuration ({})".format(exc)) from None
+        unknown = sorted(set(user) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise InputError(path, "unknown configuration keys: {}".format(", ".join(unknown)))
+        config.update(user)
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    return config

@@ -1,0 +1,119 @@
+"""Dataset folders (dataset.csv + images + labels) and their preprocessed cache.
+
+Every case goes through TACEResponseLib.preprocessing.prepare, the same function inference uses, then is
+cropped to the body and kept as float16 image + uint8 label on the model grid (a few MB per case).
+"""
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from TACEResponseLib import image_io, preprocessing
+from TACEResponseLib.errors import InputError
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CaseRecord:
+    case_id: str
+    images: List[str]
+    label: Optional[str]
+    response: Optional[int]
+    row: Dict[str, str]
+
+
+def read_dataset(dataset_dir, phases):
+    """Parse DATASET/dataset.csv; image and label paths are resolved relative to DATASET."""
+    dataset_dir = Path(dataset_dir)
+    table = dataset_dir / "dataset.csv"
+    if not table.is_file():
+        raise InputError(table, "dataset table not found (expected dataset.csv in the dataset folder)")
+    with open(str(table), newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows:
+        raise InputError(table, "dataset table has no rows")
+    columns = ["image_" + phase for phase in phases]
+    missing = [c for c in ["case_id"] + columns if c not in rows[0]]
+    if missing:
+        raise InputError(table, "missing column(s) {} (the model's phases are {})".format(
+            ", ".join(missing), ", ".join(phases)))
+    records = []
+    for row in rows:
+        response = (row.get("response") or "").strip()
+        if response not in ("", "0", "1"):
+            raise InputError(table, "case {}: response must be 1, 0 or empty, not {!r}".format(row["case_id"], response))
+        label = (row.get("label") or "").strip()
+        records.append(CaseRecord(
+            row["case_id"], [str(dataset_dir / row[c]) for c in columns], str(dataset_dir / label) if label else None,
+            int(response) if response else None, row))
+    return records
+
+
+@dataclass
+class CachedCase:
+    case_id: str
+    image: np.ndarray  # (channels, z, y, x) float16, normalised
+    label: np.ndarray  # (z, y, x) uint8
+    response: Optional[int]
+    organ_box: Optional[tuple]  # (lo, hi) voxel corners of liver+tumor
+
+
+def _spec_key(spec):
+    text = json.dumps([CACHE_VERSION, spec.phases, spec.spacing, spec.window])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_case(record, spec, multiple, cache_dir=None):
+    """Preprocess one case (or read it from the cache made with the same preprocessing settings)."""
+    cache_file = None
+    if cache_dir:
+        cache_file = Path(cache_dir) / _spec_key(spec) / (record.case_id + ".npz")
+        if cache_file.is_file():
+            with np.load(str(cache_file)) as data:
+                image, label = data["image"], data["label"]
+            return _cached(record, image, label)
+    images = [image_io.read_image(path)[0] for path in record.images]
+    prepared = preprocessing.prepare(images, spec, record.images)
+    if record.label:
+        label = preprocessing.labels_to_grid(image_io.read_mask(record.label), prepared.grid)
+    else:
+        label = np.zeros(prepared.array.shape[1:], np.uint8)
+    volume, crop, pads = preprocessing.crop_to_body(prepared.array, spec.window, multiple)
+    label = np.pad(label[crop], [(0, p) for p in pads])
+    image = volume.astype(np.float16)
+    if cache_file:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_name(cache_file.stem + ".partial.npz")
+        np.savez(str(partial), image=image, label=label)
+        os.replace(str(partial), str(cache_file))
+    return _cached(record, image, label)
+
+
+def _cached(record, image, label):
+    organ = np.nonzero(label > 0)
+    box = None
+    if organ[0].size:
+        box = (tuple(int(a.min()) for a in organ), tuple(int(a.max()) + 1 for a in organ))
+    return CachedCase(record.case_id, image, label, record.response, box)
+
+
+def extract_patch(array, centre, size, fill):
+    """A patch of ``size`` (z, y, x) centred at ``centre``, padded with ``fill`` outside the array."""
+    leading = array.shape[:-3]
+    out = np.full(leading + tuple(size), fill, dtype=array.dtype)
+    src, dst = [], []
+    for c, s, length in zip(centre, size, array.shape[-3:]):
+        start = int(c) - s // 2
+        lo, hi = max(start, 0), min(start + s, length)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    if all(s.stop > s.start for s in src):
+        out[(Ellipsis,) + tuple(dst)] = array[(Ellipsis,) + tuple(src)]
+    return out

@@ -1,0 +1,282 @@
+"""Multi-task training: joint segmentation + response on patches, then a refit of the response pathway
+on whole-case statistics computed exactly as inference computes them.
+
+Deterministic: every step draws its samples from a generator seeded by (seed, step), so a resumed run
+continues exactly as an uninterrupted one would.
+"""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from TACEResponseLib import inference
+from TACEResponseLib.errors import InputError
+from TACEResponseLib.model_package import build_network
+from TACEResponseLib.network import region_weights
+from TACEResponseLib.preprocessing import PreprocessingSpec
+
+from . import checkpoint, losses, metrics
+from .dataset import extract_patch, load_case, read_dataset
+from .model_card import network_card
+
+
+def _progress_bar(total, initial, desc):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+    except ImportError:
+        return None
+
+
+def split_cases(records, validation_fraction, seed):
+    """Deterministic split stratified by response (unknown responses spread like a third class)."""
+    rng = np.random.default_rng([seed, 7919])
+    train, val = [], []
+    for group in (1, 0, None):
+        members = [r for r in records if r.response == group]
+        order = rng.permutation(len(members))
+        n_val = int(round(len(members) * validation_fraction))
+        val += [members[i] for i in order[:n_val]]
+        train += [members[i] for i in order[n_val:]]
+    if not val and validation_fraction > 0 and len(train) > 1:  # tiny cohorts: rounding left none
+        val.append(train.pop(int(rng.integers(len(train)))))
+    return sorted(train, key=lambda r: r.case_id), sorted(val, key=lambda r: r.case_id)
+
+
+def sample_batch(cases, config, rng):
+    """Patches centred on the organ (with jitter), on a tumor voxel, or anywhere; returns numpy arrays."""
+    size = tuple(config["patch_size"])
+    images, labels, responses, use_true_mask = [], [], [], []
+    for _ in range(config["batch_size"]):
+        case = cases[rng.integers(len(cases))]
+        shape = case.label.shape
+        draw = rng.random()
+        if case.organ_box and draw < config["organ_centred_fraction"]:
+            lo, hi = case.organ_box
+            centre = [(a + b) // 2 + int(rng.integers(-s // 2, s // 2 + 1)) for a, b, s in zip(lo, hi, size)]
+        elif case.organ_box and draw < config["organ_centred_fraction"] + config["tumor_centred_fraction"] \
+                and (case.label == 2).any():
+            tumor_voxels = np.argwhere(case.label == 2)
+            centre = tumor_voxels[rng.integers(len(tumor_voxels))]
+        else:
+            centre = [int(rng.integers(length)) for length in shape]
+        image = extract_patch(case.image, centre, size, -1.0).astype(np.float32)
+        # mild contrast/brightness jitter: scanners and contrast timing differ
+        image = image * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05))
+        images.append(image)
+        labels.append(extract_patch(case.label, centre, size, 0))
+        responses.append(np.nan if case.response is None else float(case.response))
+        use_true_mask.append(rng.random() < config["teacher_forcing"])
+    return np.stack(images), np.stack(labels), np.array(responses, np.float32), np.array(use_true_mask)
+
+
+def evaluate_cases(model, cases, config, device):
+    """Whole-case inference on the model grid: Dice per class, response probabilities, pooled sums."""
+    model.eval()
+    rows, sums = [], []
+    for case in cases:
+        liver, tumor, case_sums = inference.run_network(
+            model, case.image.astype(np.float32), device, tuple(config["tile_size"]), int(config["tile_margin"]))
+        background = 1.0 - liver - tumor
+        predicted = np.where((tumor > liver) & (tumor > background), 2, np.where(liver > background, 1, 0))
+        rows.append({"case_id": case.case_id, "response": case.response, "has_tumor": bool((case.label == 2).any()),
+                     "liver_dice": metrics.dice(predicted >= 1, case.label >= 1),
+                     "tumor_dice": metrics.dice(predicted == 2, case.label == 2),
+                     "probability": inference.response_probability(model, case_sums)})
+        sums.append(case_sums.cpu())
+    return rows, torch.cat(sums) if sums else None
+
+
+def summarise(rows):
+    known = [r for r in rows if r["response"] is not None]
+    with_tumor = [r for r in rows if r["has_tumor"]]
+    return {
+        "cases": len(rows),
+        "liver_dice": float(np.mean([r["liver_dice"] for r in rows])) if rows else float("nan"),
+        "tumor_dice": float(np.mean([r["tumor_dice"] for r in with_tumor])) if with_tumor else float("nan"),
+        "auc": metrics.roc_auc([r["response"] for r in known], [r["probability"] for r in known]),
+    }
+
+
+def refit_head(model, train_sums, train_y, val_sums, val_y, config, seed):
+    """Refit the response pathway on whole-case pooled statistics; keep it only if validation AUC holds."""
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+
+    def auc_of(sums, y):
+        with torch.no_grad():
+            return metrics.roc_auc(y, torch.sigmoid(model.response_logit(sums)).numpy())
+
+    before = auc_of(val_sums, val_y) if len(set(val_y)) == 2 else float("nan")
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=3e-3, weight_decay=1e-2)
+    target = torch.tensor(train_y, dtype=torch.float32)
+    best_auc, best_state = -1.0, None
+    model.head.train()
+    for epoch in range(int(config["head_refit_epochs"])):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.response_logit(train_sums), target)
+        loss.backward()
+        optimizer.step()
+        if len(set(val_y)) == 2 and (epoch + 1) % 10 == 0:
+            model.head.eval()
+            auc = auc_of(val_sums, val_y)
+            model.head.train()
+            if auc > best_auc:
+                best_auc, best_state = auc, {k: v.clone() for k, v in model.head.state_dict().items()}
+    model.head.eval()
+    if best_state is None or (before == before and best_auc < before):
+        model.head.load_state_dict(best_state if best_state is not None and before != before else head_before)
+        return {"val_auc_before": before, "val_auc_after": max(best_auc, before), "kept": False}
+    model.head.load_state_dict(best_state)
+    return {"val_auc_before": before, "val_auc_after": best_auc, "kept": True}
+
+
+def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=None, log=print, stop_after_steps=None):
+    """Train on DATASET into RUNDIR. ``stop_after_steps`` ends the session early, as an interruption would
+    (a checkpoint is written there); ``resume=True`` then continues the same schedule."""
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoint"
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume and ckpt_dir.exists()):
+        raise InputError(run_dir, "run folder exists and is not empty; use --resume to continue it or pick a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and ckpt_dir.exists():
+        with open(str(run_dir / "config.json"), encoding="utf-8") as stream:
+            saved = json.load(stream)
+        saved.update({k: config[k] for k in ("epochs", "max_steps") if config.get(k) is not None})
+        config = saved
+    with open(str(run_dir / "config.json"), "w", encoding="utf-8") as stream:
+        json.dump(config, stream, indent=1)
+
+    if config.get("num_threads"):
+        torch.set_num_threads(int(config["num_threads"]))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    seed = int(config["seed"])
+    torch.manual_seed(seed)
+    card = network_card(config)
+    model = build_network(card).to(device)
+    spec = PreprocessingSpec.from_card(card)
+
+    records = read_dataset(dataset_dir, config["phases"])
+    train_records, val_records = split_cases(records, config["validation_fraction"], seed)
+    if not train_records:
+        raise InputError(dataset_dir, "no training cases after the validation split")
+    cache_dir = cache_dir or (run_dir / "cache")
+    log("preprocessing {} cases (cache: {})".format(len(records), cache_dir))
+    train_cases = [load_case(r, spec, model.size_multiple, cache_dir) for r in train_records]
+    val_cases = [load_case(r, spec, model.size_multiple, cache_dir) for r in val_records]
+
+    steps_per_epoch = int(config.get("steps_per_epoch") or max(1, math.ceil(len(train_cases) / config["batch_size"])))
+    total_steps = int(config["max_steps"] or steps_per_epoch * int(config["epochs"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+    state = {"step": 0, "history": []}
+    if resume and ckpt_dir.exists():
+        state = checkpoint.load_checkpoint(ckpt_dir, model, optimizer)
+        log("resumed at step {}".format(state["step"]))
+    use_amp = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    bar = _progress_bar(total_steps, state["step"], "train")
+    window_loss = []
+    while state["step"] < total_steps:
+        step = state["step"]
+        if stop_after_steps is not None and step >= stop_after_steps:
+            checkpoint.save_checkpoint(ckpt_dir, model, optimizer, state)
+            log("stopped at step {} of {}; continue with --resume".format(step, total_steps))
+            return None
+        rng = np.random.default_rng([seed, step])
+        torch.manual_seed(seed * 1_000_003 + step)
+        for group in optimizer.param_groups:  # cosine decay to 5% of the initial rate
+            group["lr"] = config["learning_rate"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+        images, labels, responses, use_true = sample_batch(train_cases, config, rng)
+        x = torch.from_numpy(images).to(device)
+        y = torch.from_numpy(labels).to(device)
+        r = torch.from_numpy(responses).to(device)
+        model.train()
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            seg_logits, features, deep = model.forward_maps(x)
+        true_tumor = (y == 2).float()[:, None]
+        liver_w, tumor_w = region_weights(seg_logits.float().detach())
+        choose = torch.from_numpy(use_true).to(device)[:, None, None, None, None]
+        tumor_w = torch.where(choose, true_tumor, tumor_w)
+        liver_w = torch.where(choose, (y == 1).float()[:, None], liver_w)
+        logit = model.response_logit(model.pooled_sums(features.float(), deep.float(), liver_w, tumor_w))
+        seg_loss = losses.segmentation_loss(seg_logits, y)
+        resp_loss = losses.response_loss(logit, r)
+        loss = seg_loss + config["response_weight"] * resp_loss
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        state["step"] = step + 1
+        window_loss.append([seg_loss.item(), resp_loss.item()])
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(seg="{:.3f}".format(seg_loss.item()), resp="{:.3f}".format(resp_loss.item()))
+        if state["step"] % steps_per_epoch == 0 or state["step"] == total_steps:
+            epoch = state["step"] // steps_per_epoch
+            subset = val_cases[: int(config["validation_cases_per_epoch"])]
+            summary = summarise(evaluate_cases(model, subset, config, device)[0]) if subset else {}
+            entry = {"epoch": epoch, "step": state["step"], "seg_loss": float(np.mean([w[0] for w in window_loss])),
+                     "response_loss": float(np.mean([w[1] for w in window_loss])),
+                     "val": summary, "time": time.time()}
+            window_loss = []
+            state["history"].append(entry)
+            with open(str(run_dir / "history.jsonl"), "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(entry) + "\n")
+            log("epoch {} step {}: seg loss {:.3f}, response loss {:.3f}, val liver Dice {:.3f}, tumor Dice {:.3f}, "
+                "AUC {:.3f}".format(epoch, state["step"], entry["seg_loss"], entry["response_loss"],
+                                    summary.get("liver_dice", float("nan")), summary.get("tumor_dice", float("nan")),
+                                    summary.get("auc", float("nan"))))
+            checkpoint.save_checkpoint(ckpt_dir, model, optimizer, state)
+    if bar is not None:
+        bar.close()
+    return finish(model, train_cases, val_cases, config, device, run_dir, seed, log)
+
+
+def finish(model, train_cases, val_cases, config, device, run_dir, seed, log):
+    """Refit the response pathway on whole cases, choose the risk cutoff, save final weights and run.json."""
+    from safetensors.torch import save_file
+
+    log("computing whole-case statistics for the response pathway")
+    train_rows, train_sums = evaluate_cases(model, train_cases, config, device)
+    val_rows, val_sums = evaluate_cases(model, val_cases, config, device)
+    model.to("cpu")
+    known_train = [i for i, r in enumerate(train_rows) if r["response"] is not None]
+    known_val = [i for i, r in enumerate(val_rows) if r["response"] is not None]
+    refit = {"kept": False}
+    if len(known_train) >= 4 and len({train_rows[i]["response"] for i in known_train}) == 2:
+        refit = refit_head(model, train_sums[known_train], [train_rows[i]["response"] for i in known_train],
+                           val_sums[known_val] if known_val else train_sums[:0],
+                           [val_rows[i]["response"] for i in known_val], config, seed)
+    with torch.no_grad():
+        train_probs = torch.sigmoid(model.response_logit(train_sums)).numpy() if len(train_rows) else np.array([])
+        val_probs = torch.sigmoid(model.response_logit(val_sums)).numpy() if len(val_rows) else np.array([])
+    for row, p in zip(train_rows, train_probs):
+        row["probability"] = float(p)
+    for row, p in zip(val_rows, val_probs):
+        row["probability"] = float(p)
+    known = [train_rows[i] for i in known_train]
+    cutoff, youden_j = (0.5, float("nan"))
+    if len({r["response"] for r in known}) == 2:
+        cutoff, youden_j = metrics.youden_cutoff([r["response"] for r in known], [r["probability"] for r in known])
+    run = {
+        "cutoff": cutoff,
+        "cutoff_method": "Youden index on the {} training cases' predicted probabilities (J = {:.3f})".format(
+            len(known), youden_j),
+        "head_refit": refit,
+        "metrics": {"train": summarise(train_rows), "validation": summarise(val_rows)},
+        "train_cases": [c.case_id for c in train_cases],
+        "validation_cases": [c.case_id for c in val_cases],
+        "config": config,
+    }
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(run_dir / "final.safetensors"))
+    with open(str(run_dir / "run.json"), "w", encoding="utf-8") as stream:
+        json.dump(run, stream, indent=1)
+    log("validation: {}".format(json.dumps(run["metrics"]["validation"])))
+    return run

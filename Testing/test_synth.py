@@ -1,0 +1,215 @@
+"""Tests of the synthetic cohort generator (small grids: size_scale=3)."""
+import csv
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from TACEResponseTraining import response_model as rm  # noqa: E402
+from TACEResponseTraining import synth  # noqa: E402
+
+SCALE = 3.0
+SEED = 6  # with 7 cases: one lesion-free case, responders and non-responders
+N_CASES = 7
+PHASES = ("arterial", "portal_venous")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    calls = []
+    info = synth.generate_cohort(
+        out, N_CASES, seed=SEED, phases=PHASES, workers=1, size_scale=SCALE, progress=lambda d, t: calls.append((d, t))
+    )
+    return out, info, calls
+
+
+def _read_csv(path):
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return reader.fieldnames, list(reader)
+
+
+def _arr(path):
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def _physical_points(img, mask):
+    """Physical LPS coordinates (N,3) of the voxels where mask (z,y,x) is set."""
+    idx = np.argwhere(mask)[:, ::-1].astype(float)  # -> (i, j, k)
+    D = np.array(img.GetDirection()).reshape(3, 3)
+    return np.array(img.GetOrigin()) + (idx * np.array(img.GetSpacing())) @ D.T
+
+
+def test_same_seed_identical_arrays():
+    a = synth.generate_case(synth.case_rng(7, 2), "a", size_scale=SCALE)
+    b = synth.generate_case(synth.case_rng(7, 2), "b", size_scale=SCALE)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a.images["portal_venous"]), sitk.GetArrayFromImage(b.images["portal_venous"]))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a.label), sitk.GetArrayFromImage(b.label))
+    assert a.lesions == b.lesions and a.os_time == b.os_time
+    c = synth.generate_case(synth.case_rng(8, 2), "c", size_scale=SCALE)
+    assert c.meta != a.meta
+
+
+def test_phase_list_does_not_change_pv_image():
+    a = synth.generate_case(synth.case_rng(1, 0), "a", phases=("portal_venous",), size_scale=SCALE)
+    b = synth.generate_case(synth.case_rng(1, 0), "b", phases=PHASES, size_scale=SCALE)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a.images["portal_venous"]), sitk.GetArrayFromImage(b.images["portal_venous"]))
+
+
+def test_workers_match_serial_and_n_cases(cohort, tmp_path):
+    out1, info1, _ = cohort
+    out2 = tmp_path / "par"
+    info2 = synth.generate_cohort(out2, 3, seed=SEED, phases=PHASES, workers=2, size_scale=SCALE)
+    cols1, rows1 = _read_csv(out1 / "dataset.csv")
+    cols2, rows2 = _read_csv(out2 / "dataset.csv")
+    assert cols1 == cols2 and rows2 == rows1[:3]
+    for row in rows2:
+        for key in ("image_arterial", "image_portal_venous", "label"):
+            np.testing.assert_array_equal(_arr(out1 / row[key]), _arr(out2 / row[key]))
+        cid = row["case_id"]
+        assert info2["true_probability"][cid] == info1["true_probability"][cid]
+
+
+def test_files_and_geometry(cohort):
+    out, info, calls = cohort
+    assert calls[-1] == (N_CASES, N_CASES) and len(calls) == N_CASES
+    cols, rows = _read_csv(out / "dataset.csv")
+    assert cols == [
+        "case_id", "image_arterial", "image_portal_venous", "label", "response", "os_time", "os_event",
+        "ttp_time", "ttp_event", "age", "sex", "afp", "bclc", "child_pugh", "tumor_count", "max_diameter_mm",
+    ]
+    assert [r["case_id"] for r in rows] == [f"synth_{i:04d}" for i in range(N_CASES)]
+    for r in rows:
+        lab = sitk.ReadImage(str(out / r["label"]))
+        assert lab.GetPixelID() == sitk.sitkUInt8
+        assert set(np.unique(sitk.GetArrayViewFromImage(lab))) <= {0, 1, 2}
+        for ph in PHASES:
+            rel = r[f"image_{ph}"]
+            assert "\\" not in rel and not os.path.isabs(rel)
+            img = sitk.ReadImage(str(out / rel))
+            assert img.GetPixelID() == sitk.sitkInt16
+            assert img.GetSize() == lab.GetSize()
+            np.testing.assert_allclose(img.GetOrigin(), lab.GetOrigin(), atol=1e-6)
+            np.testing.assert_allclose(img.GetSpacing(), lab.GetSpacing(), atol=1e-9)
+            np.testing.assert_allclose(img.GetDirection(), lab.GetDirection(), atol=1e-9)
+        assert float(r["ttp_time"]) <= float(r["os_time"])
+        assert r["os_event"] in ("0", "1") and r["ttp_event"] in ("0", "1")
+        assert 45 <= int(r["age"]) <= 85 and r["sex"] in ("M", "F")
+        assert r["bclc"] in ("A", "B", "C") and r["child_pugh"] in ("A", "B") and float(r["afp"]) >= 1
+        case = info["cases"][r["case_id"]]
+        assert int(r["tumor_count"]) == len(case["lesions"])
+    with open(out / "cohort.json") as fh:
+        assert json.load(fh) == info
+    assert info["generator"] == synth.GENERATOR_NAME and info["seed"] == SEED and info["phases"] == list(PHASES)
+    assert info["coefficients"] == rm.COEFFICIENTS
+
+
+def test_zero_lesion_cases_have_unknown_response(cohort):
+    out, info, _ = cohort
+    _, rows = _read_csv(out / "dataset.csv")
+    empty = [r for r in rows if r["tumor_count"] == "0"]
+    assert empty, "fixture seed should contain a lesion-free case"
+    for r in rows:
+        if r["tumor_count"] == "0":
+            assert r["response"] == "" and info["true_probability"][r["case_id"]] is None
+            assert not (_arr(out / r["label"]) == 2).any()
+        else:
+            assert r["response"] in ("0", "1") and 0 < info["true_probability"][r["case_id"]] < 1
+
+
+def test_bayes_auc_matches_sklearn(cohort):
+    roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+    out, info, _ = cohort
+    _, rows = _read_csv(out / "dataset.csv")
+    known = [r for r in rows if r["response"] != ""]
+    y = [int(r["response"]) for r in known]
+    p = [info["true_probability"][r["case_id"]] for r in known]
+    assert 0 < sum(y) < len(y), "fixture seed should contain both classes"
+    assert info["bayes_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert info["responder_rate"] == pytest.approx(np.mean(y))
+    rng = np.random.default_rng(0)
+    yy = rng.integers(0, 2, 300)
+    ss = np.round(rng.random(300), 1)  # many ties
+    assert rm.roc_auc(yy, ss) == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
+
+
+def test_liver_and_tumour_hu(cohort):
+    out, info, _ = cohort
+    _, rows = _read_csv(out / "dataset.csv")
+    checked = 0
+    for r in rows:
+        lab = _arr(out / r["label"])
+        pv = _arr(out / r["image_portal_venous"]).astype(float)
+        art = _arr(out / r["image_arterial"]).astype(float)
+        assert 90 <= pv[lab == 1].mean() <= 140
+        case = info["cases"][r["case_id"]]
+        liver_hu = case["meta"]["liver_hu"]
+        for les in case["lesions"]:  # documented enhancement model
+            v = les["vascularity"]
+            assert les["hu"]["portal_venous"] == pytest.approx(liver_hu["portal_venous"] - (5 + 40 * v), abs=0.02)
+            assert les["hu"]["arterial"] == pytest.approx(liver_hu["arterial"] + 30 + 90 * v, abs=0.02)
+        voxel_ml = np.prod(case["meta"]["spacing"]) / 1000
+        if (lab == 2).sum() * voxel_ml < 10:
+            continue  # tiny lesions are dominated by partial volume at this scale
+        checked += 1
+        # washout: tumour darker than liver in the portal-venous phase
+        assert np.median(pv[lab == 2]) < np.median(pv[lab == 1])
+        f = case["features"]
+        if f["vascularity_w"] > 0.5 and f["necrosis_w"] < 0.3:  # arterial hyper-enhancement
+            assert np.median(art[lab == 2]) > np.median(art[lab == 1])
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("kind", ["flip", "oblique"])
+def test_liver_on_patient_right_in_physical_space(monkeypatch, kind):
+    monkeypatch.setattr(synth, "_ORIENTATION_WEIGHTS", {"identity": 0.0, "flip": 0.0, "oblique": 0.0, kind: 1.0})
+    directions = set()
+    for i in range(3):
+        res = synth.generate_case(synth.case_rng(21, i), "x", size_scale=SCALE)
+        img = res.images["portal_venous"]
+        D = np.array(img.GetDirection()).reshape(3, 3)
+        directions.add(tuple(np.round(D.ravel(), 6)))
+        if kind == "flip":
+            assert np.allclose(np.abs(D), np.eye(3)) and (np.diag(D) < 0).any()
+        else:
+            assert not np.allclose(np.abs(D), np.eye(3)) and np.allclose(D @ D.T, np.eye(3), atol=1e-9)
+        hu = sitk.GetArrayViewFromImage(img)
+        lab = sitk.GetArrayViewFromImage(res.label)
+        liver = _physical_points(img, lab > 0)
+        body = _physical_points(img, hu > -500)
+        assert liver[:, 0].mean() < body[:, 0].mean() - 10  # patient right is -x in LPS
+        assert liver[:, 1].mean() < body[:, 1].max() - 40  # not lying at the back wall
+    assert len(directions) >= 1
+
+
+def test_outcome_model_properties():
+    rng = np.random.default_rng(0)
+    feats = rm.case_features(
+        [{"volume_ml": 20.0, "vascularity": 0.9, "necrosis_fraction": 0.1, "capsule": True}]
+    )
+    assert rm.response_probability(feats) > 0.5
+    none = rm.case_features([])
+    assert math.isnan(rm.response_probability(none))
+    for _ in range(200):
+        clin = rm.draw_clinical(rng, feats, 30.0)
+        o = rm.draw_outcomes(rng, feats, clin)
+        assert 0 < o["ttp_time"] <= o["os_time"] <= 260
+        assert o["response"] in (0, 1)
+
+
+def test_refuses_non_empty_output(tmp_path):
+    (tmp_path / "keep.txt").write_text("user data")
+    with pytest.raises(ValueError, match="not empty"):
+        synth.generate_cohort(tmp_path, 1, size_scale=SCALE)
+    assert os.listdir(tmp_path) == ["keep.txt"]
+    with pytest.raises(ValueError):
+        synth.generate_cohort(tmp_path / "keep.txt", 1, size_scale=SCALE)
+    with pytest.raises(ValueError):
+        synth.generate_cohort(tmp_path / "new", 1, phases=("delayed",), size_scale=SCALE)
