@@ -184,28 +184,6 @@ def draw_outcomes(rng: np.random.Generator, features: dict, clinical: dict) -> d
     }
 
 
-def roc_auc(labels, scores):
-    """Rank-based (Mann-Whitney) AUC with average ranks for ties; None if
-    only one class is present."""
-    y = np.asarray(labels, dtype=float)
-    s = np.asarray(scores, dtype=float)
-    n_pos = int((y == 1).sum())
-    n_neg = int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=float)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def describe() -> dict:
     """Everything needed to reproduce the outcome model, for cohort.json."""
     return {

@@ -33,10 +33,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage, special
 
-try:
-    from . import response_model as rm
-except ImportError:  # imported as a top-level module
-    import response_model as rm
+from . import response_model as rm
+from .metrics import roc_auc
 
 GENERATOR_NAME = "tace_response_synth"
 GENERATOR_VERSION = "1.0.0"
@@ -1136,6 +1134,12 @@ def _cohort_case(task):
     return row, info
 
 
+def _auc_or_none(labels, scores):
+    """AUC of the true probabilities, None (JSON null) when one class is absent."""
+    auc = roc_auc(labels, scores)
+    return None if auc != auc else auc
+
+
 def generate_cohort(out_dir, n_cases, seed=0, phases=("portal_venous",), workers=1, size_scale=1.0, progress=None) -> dict:
     """Write a synthetic cohort to out_dir and return the cohort.json dict.
 
@@ -1196,7 +1200,7 @@ def generate_cohort(out_dir, n_cases, seed=0, phases=("portal_venous",), workers
         "coefficients": dict(rm.COEFFICIENTS),
         "n_with_response": len(y),
         "responder_rate": (float(np.mean(y)) if y else None),
-        "bayes_auc": rm.roc_auc(y, p),
+        "bayes_auc": _auc_or_none(y, p),
         "os_event_rate": float(np.mean([row["os_event"] for row, _ in results])),
         "true_probability": probs,
         "cases": {row["case_id"]: info for row, info in results},

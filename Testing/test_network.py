@@ -74,3 +74,19 @@ def test_tiled_inference_matches_whole_volume_closely():
     tiled = inference.run_network(net, volume, "cpu", (48, 48, 32), 8)
     assert whole[2].shape == tiled[2].shape
     assert np.abs(whole[0] - tiled[0]).mean() < 0.05
+
+
+def test_training_metrics_match_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    from TACEResponseTraining import metrics
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + 0.4 * labels, 1)  # rounded: many ties
+    assert metrics.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    cutoff, j = metrics.youden_cutoff(labels, scores)
+    predicted = scores >= cutoff
+    assert j == pytest.approx(predicted[labels == 1].mean() + (~predicted[labels == 0]).mean() - 1)
+    assert metrics.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert metrics.dice([1, 1, 0], [1, 0, 0]) == pytest.approx(2 / 3)
