@@ -41,7 +41,7 @@ def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=pri
         row = {"case_id": record.case_id, "response": record.response,
                "probability": prediction.response_probability}
         if record.label:
-            truth = sitk.GetArrayViewFromImage(image_io.read_mask(record.label))
+            truth = sitk.GetArrayFromImage(image_io.read_mask(record.label))
             row["liver_dice"] = metrics.dice(predicted >= 1, truth >= 1)
             row["has_tumor"] = bool((truth == 2).any())
             row["tumor_dice"] = metrics.dice(predicted == 2, truth == 2)

@@ -283,6 +283,10 @@ def write_package(out_dir, card, state_dicts):
         with open(str(staging / CARD_NAME), "w", encoding="utf-8") as stream:
             json.dump(card, stream, indent=2)
             stream.write("\n")
+        # mkdtemp makes a private folder; a package is meant to be shared and installed
+        os.chmod(str(staging), 0o755)
+        for child in staging.iterdir():
+            os.chmod(str(child), 0o644)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(str(staging), str(out_dir))
