@@ -117,11 +117,7 @@ class Predictor:
         if mask_image.GetDimension() != 3:
             raise InputError(path, "tumor mask must be a 3D image")
         warnings = []
-        same = (mask_image.GetSize() == reference.GetSize()
-                and np.allclose(mask_image.GetOrigin(), reference.GetOrigin(), atol=1e-3)
-                and np.allclose(mask_image.GetSpacing(), reference.GetSpacing(), atol=1e-4)
-                and np.allclose(mask_image.GetDirection(), reference.GetDirection(), atol=1e-4))
-        if not same:
+        if not preprocessing.same_grid(mask_image, reference):
             warnings.append("{}: tumor mask geometry differs from the image; resampled onto it".format(path))
         on_grid = preprocessing.mask_to_grid(mask_image, grid)
         if not on_grid.any():

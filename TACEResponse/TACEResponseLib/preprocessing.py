@@ -123,6 +123,14 @@ def normalise(array, window):
     return out
 
 
+def same_grid(a, b):
+    """True when two images share size, and origin, spacing and direction within rounding."""
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
+
+
 def check_phases_agree(images, paths):
     """Phases must cover largely the same physical box; returns warnings when their grids differ."""
     first_corners = physical_corners(images[0])
@@ -136,11 +144,7 @@ def check_phases_agree(images, paths):
         if overlap / volume < 0.5:
             raise InputError(path, "does not overlap the first phase ({}) in physical space ({:.0%} of its volume); "
                              "phases must show the same anatomy".format(paths[0], overlap / volume))
-        same_grid = (image.GetSize() == images[0].GetSize()
-                     and np.allclose(image.GetOrigin(), images[0].GetOrigin(), atol=1e-3)
-                     and np.allclose(image.GetSpacing(), images[0].GetSpacing(), atol=1e-4)
-                     and np.allclose(image.GetDirection(), images[0].GetDirection(), atol=1e-4))
-        if not same_grid:
+        if not same_grid(image, images[0]):
             warnings.append("{}: geometry differs from {}; resampled onto the same grid".format(path, paths[0]))
     return warnings
 
