@@ -751,7 +751,7 @@ def detect_devices():
         description = "GPU: unknown until PyTorch is installed"
         gpu = ("cuda", "GPU (PyTorch not installed yet)", True)
     else:
-        description = "No GPU found: the CPU will be used (a few minutes per CT)"
+        description = "No GPU found: the CPU will be used (seconds to a minute per CT)"
         gpu = ("cuda", "GPU (none found)", False)
     automatic = "Automatic ({})".format("GPU" if (gpu_name or mps) else "CPU")
     return [("auto", automatic, True), ("cpu", "CPU", True), gpu], description
