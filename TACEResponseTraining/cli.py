@@ -1,6 +1,5 @@
 """`tace-response-train`: synth, train, export, test. Errors follow the prediction CLI's rules."""
 
-import argparse
 import json
 import sys
 

@@ -7,7 +7,6 @@ continues exactly as an uninterrupted one would.
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from . import __version__
-from .errors import InputError, ModelError, TACEResponseError
+from .errors import InputError, TACEResponseError
 
 RESULT_NAME = "result.json"
 SEGMENTATION_NAME = "segmentation.nii.gz"
@@ -47,7 +47,6 @@ def build_parser():
 class _Progress:
     def __init__(self, mode):
         self.mode = mode
-        self.last = None
 
     def __call__(self, stage, fraction):
         if self.mode == "jsonl":

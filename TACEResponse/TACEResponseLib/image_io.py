@@ -25,7 +25,6 @@ from .errors import InputError
 # A CT volume is at most a few thousand slices of 512x512; a header claiming more is broken or hostile.
 MAX_VOXELS = 2_000_000_000 // 2
 MAX_BYTES = 8 * 1024 ** 3
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
 # deflate (gzip, zlib) cannot expand data by more than about 1032:1; a header declaring more is impossible
 MAX_DEFLATE_RATIO = 1032
 _TEXT_HEADER_LIMIT = 1 << 20
