@@ -4,6 +4,8 @@ import json
 
 from TACEResponseLib.errors import InputError
 
+TASKS = ("multitask", "segmentation", "classification")
+
 DEFAULT_CONFIG = {
     "phases": ["portal_venous"],
     "spacing_mm": [2.0, 2.0, 2.0],
@@ -19,6 +21,11 @@ DEFAULT_CONFIG = {
     "weight_decay": 1e-5,
     # loss = segmentation (soft Dice + cross-entropy, equal parts) + response_weight * BCE(response)
     "response_weight": 0.5,
+    # "multitask": the loss above. Baselines on the same encoder (see task_loss_weights):
+    # "segmentation": response weight 0, no head refit (its response output is not reported);
+    # "classification": segmentation weight 0, 1 x BCE, the response pathway pools the deepest encoder
+    # features over the whole patch / volume instead of over the segmented liver and tumor
+    "task": "multitask",
     # share of samples whose response pathway is fed the true tumor mask instead of the predicted one
     "teacher_forcing": 0.5,
     # patch centres: on the organ (jittered by up to half a patch), on a tumor voxel, else anywhere (so the
@@ -48,4 +55,20 @@ def load_config(path=None, **overrides):
             raise InputError(path, "unknown configuration keys: {}".format(", ".join(unknown)))
         config.update(user)
     config.update({key: value for key, value in overrides.items() if value is not None})
+    if config["task"] not in TASKS:
+        raise InputError(path, "task must be one of {}, not {!r}".format(", ".join(TASKS), config["task"]))
     return config
+
+
+def task_loss_weights(config):
+    """(segmentation weight, response weight) of the training loss for the configured task.
+
+    A weight of 0 multiplies its term instead of dropping it, so every parameter stays in the graph (as
+    DistributedDataParallel's static graph expects) and only receives zero gradient. Classification-only
+    uses 1 x BCE: with a single term the weight would only rescale the loss (AdamW is scale-invariant)."""
+    task = config.get("task", "multitask")
+    if task == "segmentation":
+        return 1.0, 0.0
+    if task == "classification":
+        return 0.0, 1.0
+    return 1.0, float(config["response_weight"])

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -63,6 +64,7 @@ class CachedCase:
     label: np.ndarray  # (z, y, x) uint8
     response: Optional[int]
     organ_box: Optional[tuple]  # (lo, hi) voxel corners of liver+tumor
+    tumor_voxels: Optional[np.ndarray] = None  # (n, 3) indices of tumor voxels, for tumor-centred patches
 
 
 def _spec_key(spec):
@@ -70,11 +72,15 @@ def _spec_key(spec):
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def cache_path(record, spec, cache_dir):
+    """Where a case preprocessed with ``spec`` is cached (None without a cache folder)."""
+    return Path(cache_dir) / _spec_key(spec) / (record.case_id + ".npz") if cache_dir else None
+
+
 def load_case(record, spec, multiple, cache_dir=None):
     """Preprocess one case (or read it from the cache made with the same preprocessing settings)."""
-    cache_file = None
-    if cache_dir:
-        cache_file = Path(cache_dir) / _spec_key(spec) / (record.case_id + ".npz")
+    cache_file = cache_path(record, spec, cache_dir)
+    if cache_file:
         if cache_file.is_file():
             with np.load(str(cache_file)) as data:
                 image, label = data["image"], data["label"]
@@ -90,7 +96,10 @@ def load_case(record, spec, multiple, cache_dir=None):
     image = volume.astype(np.float16)
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_name(cache_file.stem + ".partial.npz")
+        # a name of this process's own: several processes (ranks, nodes, runs) may fill one cache at once,
+        # and the rename makes whichever finishes last win with a complete file
+        partial = cache_file.with_name("{}.{}-{}.partial.npz".format(cache_file.stem, os.getpid(),
+                                                                     uuid.uuid4().hex[:8]))
         np.savez(str(partial), image=image, label=label)
         os.replace(str(partial), str(cache_file))
     return _cached(record, image, label)
@@ -101,7 +110,8 @@ def _cached(record, image, label):
     box = None
     if organ[0].size:
         box = (tuple(int(a.min()) for a in organ), tuple(int(a.max()) + 1 for a in organ))
-    return CachedCase(record.case_id, image, label, record.response, box)
+    tumor = np.argwhere(label == 2).astype(np.int32) if box is not None else np.zeros((0, 3), np.int32)
+    return CachedCase(record.case_id, image, label, record.response, box, tumor)
 
 
 def extract_patch(array, centre, size, fill):

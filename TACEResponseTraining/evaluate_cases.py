@@ -19,7 +19,7 @@ from . import metrics
 from .dataset import read_dataset
 
 
-def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=print):
+def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=print, coarse_to_fine=True):
     package = model_package.resolve(model)
     records = read_dataset(dataset_dir, package.card["inputs"]["phases"])
     if case_ids:
@@ -31,7 +31,7 @@ def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=pri
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(out_dir, "exists and is not empty")
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(package, device=device)
+    predictor = Predictor(package, device=device, coarse_to_fine=coarse_to_fine)
     rows = []
     for index, record in enumerate(records):
         started = time.perf_counter()
@@ -60,6 +60,8 @@ def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=pri
         "tumor_dice_cases": len(tumor_rows),
         "auc": metrics.roc_auc([r["response"] for r in known], [r["probability"] for r in known]),
         "auc_cases": len(known),
+        "coarse_to_fine": predictor.localizer is not None,
+        "seconds_per_case_median": float(np.median([r["seconds"] for r in rows])),
     }
     cohort_file = Path(dataset_dir) / "cohort.json"
     if cohort_file.is_file():

@@ -2,7 +2,8 @@
 on whole-case statistics computed exactly as inference computes them.
 
 Deterministic: every step draws its samples from a generator seeded by (seed, step), so a resumed run
-continues exactly as an uninterrupted one would.
+continues exactly as an uninterrupted one would. Under torchrun each rank draws its own samples (rank r > 0
+from (seed, step, r)) and DistributedDataParallel averages the gradients; see docs/distributed_training.md.
 """
 
 import json
@@ -19,8 +20,9 @@ from TACEResponseLib.model_package import build_network
 from TACEResponseLib.network import region_weights
 from TACEResponseLib.preprocessing import PreprocessingSpec
 
-from . import checkpoint, losses, metrics
-from .dataset import extract_patch, load_case, read_dataset
+from . import checkpoint, distributed, losses, metrics
+from .config import task_loss_weights
+from .dataset import cache_path, extract_patch, load_case, read_dataset
 from .model_card import network_card
 
 
@@ -59,10 +61,9 @@ def sample_batch(cases, config, rng):
         if case.organ_box and draw < config["organ_centred_fraction"]:
             lo, hi = case.organ_box
             centre = [(a + b) // 2 + int(rng.integers(-s // 2, s // 2 + 1)) for a, b, s in zip(lo, hi, size)]
-        elif case.organ_box and draw < config["organ_centred_fraction"] + config["tumor_centred_fraction"] \
-                and (case.label == 2).any():
-            tumor_voxels = np.argwhere(case.label == 2)
-            centre = tumor_voxels[rng.integers(len(tumor_voxels))]
+        elif draw < config["organ_centred_fraction"] + config["tumor_centred_fraction"] \
+                and len(case.tumor_voxels):
+            centre = case.tumor_voxels[rng.integers(len(case.tumor_voxels))]
         else:
             centre = [int(rng.integers(length)) for length in shape]
         image = extract_patch(case.image, centre, size, -1.0).astype(np.float32)
@@ -73,6 +74,32 @@ def sample_batch(cases, config, rng):
         responses.append(np.nan if case.response is None else float(case.response))
         use_true_mask.append(rng.random() < config["teacher_forcing"])
     return np.stack(images), np.stack(labels), np.array(responses, np.float32), np.array(use_true_mask)
+
+
+def forward_batch(model, x, y, use_true, use_amp):
+    """Segmentation logits and response logit of a training batch. ``use_true`` (batch,) bool picks the
+    samples whose response pathway pools with the true masks instead of the predicted ones."""
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+        seg_logits, features, deep = model.forward_maps(x)
+    true_tumor = (y == 2).float()[:, None]
+    liver_w, tumor_w = region_weights(seg_logits.float().detach())
+    choose = use_true[:, None, None, None, None]
+    tumor_w = torch.where(choose, true_tumor, tumor_w)
+    liver_w = torch.where(choose, (y == 1).float()[:, None], liver_w)
+    logit = model.response_logit(model.pooled_sums(features.float(), deep.float(), liver_w, tumor_w))
+    return seg_logits, logit
+
+
+class _StepModule(torch.nn.Module):
+    """The whole training forward as one module call: DDP synchronises gradients only for work done inside
+    its wrapper's forward, and the step uses several of the network's methods."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x, y, use_true, use_amp):
+        return forward_batch(self.network, x, y, use_true, use_amp)
 
 
 def evaluate_cases(model, cases, config, device):
@@ -138,27 +165,44 @@ def refit_head(model, train_sums, train_y, val_sums, val_y, config, seed):
 
 def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=None, log=print, stop_after_steps=None):
     """Train on DATASET into RUNDIR. ``stop_after_steps`` ends the session early, as an interruption would
-    (a checkpoint is written there); ``resume=True`` then continues the same schedule."""
+    (a checkpoint is written there); ``resume=True`` then continues the same schedule.
+
+    Launched by torchrun, every rank runs this; rank 0 alone writes to RUNDIR and returns the run, the
+    others return None once it is written."""
+    ctx, device = distributed.setup(device)
+    try:
+        return _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir,
+                      log if ctx.is_main else (lambda *args: None), stop_after_steps)
+    finally:
+        distributed.cleanup()
+
+
+def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, stop_after_steps):
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoint"
+    # every rank checks and reads before the barrier, and only rank 0 writes after it
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume and ckpt_dir.exists()):
         raise InputError(run_dir, "run folder exists and is not empty; use --resume to continue it or pick a new folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if resume and ckpt_dir.exists():
         with open(str(run_dir / "config.json"), encoding="utf-8") as stream:
             saved = json.load(stream)
         saved.update({k: config[k] for k in ("epochs", "max_steps") if config.get(k) is not None})
         config = saved
-    with open(str(run_dir / "config.json"), "w", encoding="utf-8") as stream:
-        json.dump(config, stream, indent=1)
+    distributed.barrier()
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(str(run_dir / "config.json"), "w", encoding="utf-8") as stream:
+            json.dump(config, stream, indent=1)
 
     if config.get("num_threads"):
         torch.set_num_threads(int(config["num_threads"]))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     seed = int(config["seed"])
     torch.manual_seed(seed)
     card = network_card(config)
-    model = build_network(card).to(device)
+    model = build_network(card)
+    if config.get("task") == "classification":  # before .to(): the mode's marker buffer moves with the model
+        model.use_global_pooling()
+    model = model.to(device)
     spec = PreprocessingSpec.from_card(card)
 
     records = read_dataset(dataset_dir, config["phases"])
@@ -167,46 +211,60 @@ def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=N
         raise InputError(dataset_dir, "no training cases after the validation split")
     cache_dir = cache_dir or (run_dir / "cache")
     log("preprocessing {} cases (cache: {})".format(len(records), cache_dir))
+    if ctx.distributed:
+        # each rank fills the cache with its share of the cases (writes are atomic), then all read it
+        for record in records[ctx.rank::ctx.world_size]:
+            if not cache_path(record, spec, cache_dir).is_file():
+                load_case(record, spec, model.size_multiple, cache_dir)
+        distributed.barrier()
     train_cases = [load_case(r, spec, model.size_multiple, cache_dir) for r in train_records]
     val_cases = [load_case(r, spec, model.size_multiple, cache_dir) for r in val_records]
 
-    steps_per_epoch = int(config.get("steps_per_epoch") or max(1, math.ceil(len(train_cases) / config["batch_size"])))
+    # each rank draws batch_size samples a step: the global batch is batch_size x world_size
+    global_batch = config["batch_size"] * ctx.world_size
+    steps_per_epoch = int(config.get("steps_per_epoch") or max(1, math.ceil(len(train_cases) / global_batch)))
     total_steps = int(config["max_steps"] or steps_per_epoch * int(config["epochs"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
-    state = {"step": 0, "history": []}
+    state = {"step": 0, "history": [], "world_size": ctx.world_size}
     if resume and ckpt_dir.exists():
         state = checkpoint.load_checkpoint(ckpt_dir, model, optimizer)
         log("resumed at step {}".format(state["step"]))
+        if state.get("world_size", 1) != ctx.world_size:
+            log("warning: checkpoint written with {} process(es), resumed with {}: the sample schedule changes".format(
+                state.get("world_size", 1), ctx.world_size))
+            state["world_size"] = ctx.world_size
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    bar = _progress_bar(total_steps, state["step"], "train")
+    step_model = _StepModule(model)
+    if ctx.distributed:
+        # static_graph: the same parameters take part every step, whichever of them the loss uses
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[ctx.local_rank] if device.startswith("cuda") else None, static_graph=True)
+    bar = _progress_bar(total_steps, state["step"], "train") if ctx.is_main else None
     window_loss = []
     while state["step"] < total_steps:
         step = state["step"]
         if stop_after_steps is not None and step >= stop_after_steps:
-            checkpoint.save_checkpoint(ckpt_dir, model, optimizer, state)
+            if ctx.is_main:
+                checkpoint.save_checkpoint(ckpt_dir, model, optimizer, state)
+            distributed.barrier()
             log("stopped at step {} of {}; continue with --resume".format(step, total_steps))
             return None
-        rng = np.random.default_rng([seed, step])
-        torch.manual_seed(seed * 1_000_003 + step)
+        # rank 0 draws what a single process draws; other ranks draw their own, as deterministically
+        rng = np.random.default_rng([seed, step] + ([ctx.rank] if ctx.rank else []))
+        torch.manual_seed(seed * 1_000_003 + step + ctx.rank * 1_000_000_007)
         for group in optimizer.param_groups:  # cosine decay to 5% of the initial rate
             group["lr"] = config["learning_rate"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
         images, labels, responses, use_true = sample_batch(train_cases, config, rng)
         x = torch.from_numpy(images).to(device)
         y = torch.from_numpy(labels).to(device)
         r = torch.from_numpy(responses).to(device)
-        model.train()
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            seg_logits, features, deep = model.forward_maps(x)
-        true_tumor = (y == 2).float()[:, None]
-        liver_w, tumor_w = region_weights(seg_logits.float().detach())
-        choose = torch.from_numpy(use_true).to(device)[:, None, None, None, None]
-        tumor_w = torch.where(choose, true_tumor, tumor_w)
-        liver_w = torch.where(choose, (y == 1).float()[:, None], liver_w)
-        logit = model.response_logit(model.pooled_sums(features.float(), deep.float(), liver_w, tumor_w))
+        step_model.train()
+        seg_logits, logit = step_model(x, y, torch.from_numpy(use_true).to(device), use_amp)
         seg_loss = losses.segmentation_loss(seg_logits, y)
         resp_loss = losses.response_loss(logit, r)
-        loss = seg_loss + config["response_weight"] * resp_loss
+        seg_weight, response_weight = task_loss_weights(config)
+        loss = seg_weight * seg_loss + response_weight * resp_loss
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -218,12 +276,15 @@ def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=N
             bar.set_postfix(seg="{:.3f}".format(seg_loss.item()), resp="{:.3f}".format(resp_loss.item()))
         if state["step"] % steps_per_epoch == 0 or state["step"] == total_steps:
             epoch = state["step"] // steps_per_epoch
+            # the losses of the global batch: every rank's window mean, averaged (a collective: all ranks)
+            window_mean = distributed.mean_across_ranks(np.mean(np.asarray(window_loss, np.float64), axis=0))
+            window_loss = []
+            if not ctx.is_main:
+                continue
             subset = val_cases[: int(config["validation_cases_per_epoch"])]
             summary = summarise(evaluate_cases(model, subset, config, device)[0]) if subset else {}
-            entry = {"epoch": epoch, "step": state["step"], "seg_loss": float(np.mean([w[0] for w in window_loss])),
-                     "response_loss": float(np.mean([w[1] for w in window_loss])),
-                     "val": summary, "time": time.time()}
-            window_loss = []
+            entry = {"epoch": epoch, "step": state["step"], "seg_loss": window_mean[0],
+                     "response_loss": window_mean[1], "val": summary, "time": time.time()}
             state["history"].append(entry)
             with open(str(run_dir / "history.jsonl"), "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(entry) + "\n")
@@ -234,7 +295,29 @@ def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=N
             checkpoint.save_checkpoint(ckpt_dir, model, optimizer, state)
     if bar is not None:
         bar.close()
+    if ctx.distributed:
+        _record_distributed(ctx, model, run_dir, global_batch, log)
+        if not ctx.is_main:
+            distributed.barrier()  # rank 0 refits, validates and writes the run
+            return None
+        try:
+            return finish(model, train_cases, val_cases, config, device, run_dir, seed, log)
+        finally:
+            distributed.barrier()
     return finish(model, train_cases, val_cases, config, device, run_dir, seed, log)
+
+
+def _record_distributed(ctx, model, run_dir, global_batch, log):
+    """RUNDIR/distributed.json: how the run was spread, and every rank's weight digest (DDP keeps them equal)."""
+    digests = distributed.gather_strings(distributed.weights_digest(model.state_dict()))
+    if not ctx.is_main:
+        return
+    document = {"world_size": ctx.world_size, "backend": ctx.backend, "global_batch": global_batch,
+                "weights_sha256_by_rank": digests, "in_sync": len(set(digests)) == 1}
+    with open(str(run_dir / "distributed.json"), "w", encoding="utf-8") as stream:
+        json.dump(document, stream, indent=1)
+    if not document["in_sync"]:
+        log("warning: ranks ended with different weights; final.safetensors holds rank 0's")
 
 
 def finish(model, train_cases, val_cases, config, device, run_dir, seed, log):
@@ -248,7 +331,9 @@ def finish(model, train_cases, val_cases, config, device, run_dir, seed, log):
     known_train = [i for i, r in enumerate(train_rows) if r["response"] is not None]
     known_val = [i for i, r in enumerate(val_rows) if r["response"] is not None]
     refit = {"kept": False}
-    if len(known_train) >= 4 and len({train_rows[i]["response"] for i in known_train}) == 2:
+    # a segmentation-only baseline's response output is untrained and not reported: leave its head alone
+    if config.get("task", "multitask") != "segmentation" and len(known_train) >= 4 \
+            and len({train_rows[i]["response"] for i in known_train}) == 2:
         refit = refit_head(model, train_sums[known_train], [train_rows[i]["response"] for i in known_train],
                            val_sums[known_val] if known_val else train_sums[:0],
                            [val_rows[i]["response"] for i in known_val], config, seed)

@@ -123,3 +123,22 @@ def test_tumor_mask_replaces_predicted_tumor(cohort, trained, tmp_path, capsys):
         sitk.GetArrayViewFromImage(mask).sum() * voxel_ml, abs=0.02)
     np.testing.assert_array_equal(edited["labels_array"] == 2, sitk.GetArrayViewFromImage(mask) > 0)
     assert edited["response_probability"] != runs["predicted"]["response_probability"]
+
+
+def test_refit_through_the_predictor_changes_only_the_response_pathway(cohort, trained, tmp_path):
+    from TACEResponseTraining.refit import refit_run
+
+    run_dir, _ = trained
+    out = tmp_path / "refit"
+    run = refit_run(run_dir, cohort, out, localizer_dir=run_dir, log=lambda *a: None)
+    assert "localiser yes" in run["head_refit"]["statistics"]
+    assert 0.0 <= run["cutoff"] <= 1.0 and "refitted through the Predictor" in run["cutoff_method"]
+    before, after = load_file(str(run_dir / "final.safetensors")), load_file(str(out / "final.safetensors"))
+    assert before.keys() == after.keys()
+    for key in before:
+        if not key.startswith("head."):
+            assert np.array_equal(before[key].numpy(), after[key].numpy()), key
+    package = export_run(out, tmp_path / "model", name="refit", localizer_dir=run_dir)
+    assert package.card["risk"]["cutoff"] == pytest.approx(run["cutoff"])
+    with pytest.raises(Exception, match="not empty"):
+        refit_run(run_dir, cohort, out, localizer_dir=run_dir)

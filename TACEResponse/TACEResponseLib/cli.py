@@ -39,6 +39,8 @@ def build_parser():
     predict.add_argument("--tumor-mask", default=None, metavar="MASK", help="tumor mask (nonzero = tumor) replacing the predicted tumor")
     predict.add_argument("--progress", choices=["bar", "jsonl", "none"], default=None,
                          help="progress display (default: bar on a terminal, none otherwise)")
+    predict.add_argument("--full-volume", action="store_true",
+                         help="skip the model's coarse liver localisation and run the main network everywhere")
     predict.add_argument("--overwrite", action="store_true", help="replace existing results in OUTDIR")
     predict.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -118,7 +120,7 @@ def run_predict(args):
     mask = image_io.read_mask(args.tumor_mask) if args.tumor_mask else None
     read_time = time.perf_counter() - read_started
 
-    predictor = Predictor(package, device=args.device, progress=progress)
+    predictor = Predictor(package, device=args.device, progress=progress, coarse_to_fine=not args.full_volume)
     prediction = predictor.predict(images, args.inputs, tumor_mask=mask, tumor_mask_path=args.tumor_mask)
     prediction.warnings[:0] = warnings
     prediction.timings_s["read"] = round(read_time, 3)

@@ -415,10 +415,52 @@ def _read_dicom_folder(path, warnings):
     return image
 
 
+def _gunzip_nifti(path, file_name, folder):
+    """Decompress a .nii.gz once into ``folder`` (ITK would inflate it again after our truncation check).
+
+    Returns the plain .nii path, or None when the file is not a gzip-wrapped single-file NIfTI. The header
+    is checked against the compressed size first, so an absurd header never makes us inflate anything.
+    """
+    with open(file_name, "rb") as stream:
+        if stream.read(2) != b"\x1f\x8b":
+            return None
+    nifti = _nifti_header(file_name, gzipped=True)
+    if nifti is None:
+        return None
+    offset, declared, pixdim = nifti
+    _check_nifti_pixdim(path, pixdim)
+    needed = offset + declared
+    if needed > os.path.getsize(file_name) * MAX_DEFLATE_RATIO:
+        _refuse_short(path, declared, os.path.getsize(file_name), compressed=True)
+    target = os.path.join(folder, "image.nii")
+    total, clean = 0, True
+    try:
+        with gzip.open(file_name, "rb") as source, open(target, "wb") as out:
+            while total < needed:
+                block = source.read(int(min(1 << 24, needed - total)))
+                if not block:
+                    break
+                out.write(block)
+                total += len(block)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        clean = False
+    if total < needed:
+        if not clean:
+            raise InputError(path, "is truncated or corrupt: its compressed data ends before the {} of pixel "
+                                   "data the header declares".format(_bytes_text(declared)))
+        _refuse_short(path, declared, total - offset)
+    return target
+
+
 def _read_file(path, file_name):
     """Read one image file; messages name ``path`` (the argument the user gave)."""
     if os.path.getsize(file_name) == 0:
         raise InputError(path, "file is empty")
+    if str(file_name).lower().endswith(".nii.gz"):
+        with tempfile.TemporaryDirectory(prefix="tace-response-") as folder:
+            plain = _gunzip_nifti(path, file_name, folder)
+            if plain is not None:
+                return _read_file(path, plain)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(file_name))
     _check_header(path, reader, file_name)

@@ -64,9 +64,10 @@ class ModelPackage:
     @property
     def sha256(self):
         """One identity for the whole package: the hash of its weight hashes, in order."""
-        if len(self.card["weights"]) == 1:
-            return self.card["weights"][0]["sha256"]
-        joined = "".join(entry["sha256"] for entry in self.card["weights"])
+        entries = _weight_entries(self.card)
+        if len(entries) == 1:
+            return entries[0]["sha256"]
+        joined = "".join(entry["sha256"] for entry in entries)
         return hashlib.sha256(joined.encode("ascii")).hexdigest()
 
     def label_value(self, name):
@@ -104,6 +105,40 @@ class ModelPackage:
             networks.append(network.eval())
         return networks
 
+    def build_localizer(self):
+        """The coarse liver localiser (a small MultiDL at coarse spacing), or None if the package has none."""
+        entry = self.card.get("localizer")
+        if not entry:
+            return None
+        from safetensors.torch import load_file
+
+        path = self.folder / entry["file"]
+        try:
+            network = build_network(localizer_card(self.card))
+            network.load_state_dict(load_file(str(path)), strict=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError("{}: the model card's localizer description is invalid ({})".format(
+                self.folder / CARD_NAME, exc)) from None
+        except Exception as exc:  # safetensors and load_state_dict raise several types
+            raise ModelError("{}: cannot load localizer weights ({})".format(path, str(exc).splitlines()[0])) from None
+        return network.eval()
+
+
+def localizer_card(card):
+    """The card of the localiser network: the main card with the localiser's spacing and channels."""
+    entry = card["localizer"]
+    preprocessing = dict(card["preprocessing"], spacing_mm=list(entry["spacing_mm"]))
+    network = {"architecture": "MultiDL", "channels": list(entry["channels"]),
+               "head_hidden": int(entry.get("head_hidden", 32))}
+    inference = {"tile_size": list(entry.get("tile_size", [128, 128, 128])),
+                 "tile_margin": int(entry.get("tile_margin", 8))}
+    return dict(card, preprocessing=preprocessing, network=network, inference=inference)
+
+
+def _weight_entries(card):
+    """Every weight file the card names: the main networks, then the localiser if there is one."""
+    return list(card["weights"]) + ([card["localizer"]] if card.get("localizer") else [])
+
 
 def build_network(card):
     """The network the card describes, with random weights."""
@@ -139,6 +174,17 @@ def read_card(folder):
         if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
                 and isinstance(entry.get("sha256"), str)):
             raise ModelError('{}: each entry of "weights" needs a "file" and its "sha256"'.format(path))
+    localizer = card.get("localizer")
+    if localizer is not None:
+        try:
+            if not (isinstance(localizer.get("file"), str) and isinstance(localizer.get("sha256"), str)):
+                raise ValueError('"localizer" needs a "file" and its "sha256"')
+            if len(localizer["spacing_mm"]) != 3 or min(float(v) for v in localizer["spacing_mm"]) <= 0:
+                raise ValueError("localizer.spacing_mm must be three positive numbers")
+            [int(c) for c in localizer["channels"]]
+            float(localizer.get("roi_margin_mm", 0))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelError("{}: model card localizer field missing or malformed ({})".format(path, exc)) from None
     try:
         float(card["risk"]["cutoff"])
         phases = card["inputs"]["phases"]
@@ -151,7 +197,7 @@ def read_card(folder):
 
 
 def verify_weights(folder, card):
-    for entry in card["weights"]:
+    for entry in _weight_entries(card):
         path = Path(folder) / entry["file"]
         if not path.is_file():
             raise ModelError("{}: weight file missing".format(path))
@@ -264,8 +310,11 @@ def download(url, target, expected_sha256, progress=None):
             os.remove(partial)
 
 
-def write_package(out_dir, card, state_dicts):
-    """Write weights (safetensors) and a card recording their SHA-256. ``out_dir`` must not exist yet."""
+def write_package(out_dir, card, state_dicts, localizer_state=None):
+    """Write weights (safetensors) and a card recording their SHA-256. ``out_dir`` must not exist yet.
+
+    ``localizer_state`` goes with a card whose "localizer" entry describes that network (spacing, channels).
+    """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -280,6 +329,11 @@ def write_package(out_dir, card, state_dicts):
             save_file(tensors, str(staging / file_name), metadata={"format": "pt"})
             entries.append({"file": file_name, "sha256": sha256_of(staging / file_name)})
         card = dict(card, weights=entries, format_version=FORMAT_VERSION)
+        if localizer_state is not None:
+            tensors = {key: value.detach().cpu().contiguous() for key, value in localizer_state.items()}
+            save_file(tensors, str(staging / "localizer.safetensors"), metadata={"format": "pt"})
+            card["localizer"] = dict(card["localizer"], file="localizer.safetensors",
+                                     sha256=sha256_of(staging / "localizer.safetensors"))
         with open(str(staging / CARD_NAME), "w", encoding="utf-8") as stream:
             json.dump(card, stream, indent=2)
             stream.write("\n")

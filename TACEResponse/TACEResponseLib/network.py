@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 BACKGROUND, LIVER, TUMOR = 0, 1, 2
 _EPS = 1e-3
+GLOBAL_POOLING_KEY = "global_pooling"
 
 
 def _conv_norm_act(cin, cout, stride=1):
@@ -68,6 +69,25 @@ class MultiDL(nn.Module):
         )
 
     @property
+    def pools_globally(self):
+        """True for the classification-only baseline (see ``use_global_pooling``)."""
+        return GLOBAL_POOLING_KEY in self._buffers
+
+    def use_global_pooling(self):
+        """Classification-only baseline: the response pathway pools the deepest encoder features over the
+        whole input instead of over the segmented liver and tumor. The head keeps its layout (the region
+        inputs are zero); a buffer records the mode in the weights, so a loader that builds the default
+        network from a model card still gets this one back (see ``_load_from_state_dict``)."""
+        if not self.pools_globally:
+            self.register_buffer(GLOBAL_POOLING_KEY, torch.ones(1))
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + GLOBAL_POOLING_KEY in state_dict:
+            self.use_global_pooling()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
     def size_multiple(self):
         """Every spatial size must be a multiple of this (one halving per encoder level)."""
         return 2 ** (len(self.channels) - 1)
@@ -90,6 +110,11 @@ class MultiDL(nn.Module):
         mask the user drew (the tumor) in place of the predicted one.
         """
         dims = tuple(range(2, features.dim()))
+        if self.pools_globally:
+            # same layout as below: region parts zero, the deep features summed over every voxel
+            zeros = deep.new_zeros(deep.shape[0], 2 * features.shape[1])
+            count = deep.new_full((deep.shape[0], 1), float(deep[0, 0].numel()))
+            return torch.cat([zeros, deep.sum(dims), zeros[:, :2], count], dim=1)
         organ = (liver_weight + tumor_weight).clamp(max=1.0)
         organ_deep = F.adaptive_avg_pool3d(organ, deep.shape[2:]) * self.size_multiple ** 3
         return torch.cat([

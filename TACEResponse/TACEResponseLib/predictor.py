@@ -13,6 +13,7 @@ import torch
 
 from . import inference, measurements, preprocessing
 from .errors import InputError
+from .model_package import localizer_card
 
 MIN_LIVER_ML = 300.0
 MAX_LIVER_ML = 6000.0
@@ -45,30 +46,63 @@ def choose_device(requested="auto"):
     return requested
 
 
-def _keep_largest_organ(liver, tumor):
-    """Zero the probabilities outside the largest connected liver-or-tumor region (false positives)."""
+def _largest_organ_region(liver, tumor):
+    """Mask of the largest connected region where liver or tumor is the most likely class (None if none)."""
     organ = (liver + tumor) > np.maximum(1.0 - liver - tumor, 0.0)
     if not organ.any():
-        return liver, tumor
+        return None
     components = sitk.GetArrayFromImage(
         sitk.ConnectedComponent(sitk.GetImageFromArray(organ.astype(np.uint8)), True))
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    keep = components == int(np.argmax(sizes))
+    return components == int(np.argmax(sizes))
+
+
+def _keep_largest_organ(liver, tumor):
+    """Zero the probabilities outside the largest connected liver-or-tumor region (false positives)."""
+    keep = _largest_organ_region(liver, tumor)
+    if keep is None:
+        return liver, tumor
     # grow by one voxel so soft boundary probabilities next to the kept region survive
     keep = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(keep.astype(np.uint8)), [1, 1, 1])) > 0
     return liver * keep, tumor * keep
 
 
-class Predictor:
-    """Holds a verified model package and its networks on one device."""
+def _mask_box(mask_image):
+    """Physical bounding box (low, high; x y z) of the nonzero voxels of a mask, or None when empty."""
+    array = sitk.GetArrayViewFromImage(mask_image)
+    hits = np.nonzero(array)
+    if not len(hits[0]):
+        return None
+    first = [int(hits[axis].min()) for axis in (2, 1, 0)]
+    last = [int(hits[axis].max()) for axis in (2, 1, 0)]
+    corners = np.array([mask_image.TransformIndexToPhysicalPoint([i, j, k])
+                        for i in (first[0], last[0]) for j in (first[1], last[1]) for k in (first[2], last[2])])
+    return corners.min(0), corners.max(0)
 
-    def __init__(self, package, device="auto", progress: Optional[Callable[[str, float], None]] = None):
+
+class Predictor:
+    """Holds a verified model package and its networks on one device.
+
+    With a localiser in the package (and ``coarse_to_fine``), a small network first finds the liver on a
+    coarse grid; the main networks then run only on the region around it, at their own spacing.
+    """
+
+    def __init__(self, package, device="auto", progress: Optional[Callable[[str, float], None]] = None,
+                 coarse_to_fine=True):
         self.package = package
         self.card = package.card
         self.spec = preprocessing.PreprocessingSpec.from_card(self.card)
         self.device = choose_device(device)
         self.networks = package.build_networks()
+        self.localizer = package.build_localizer() if coarse_to_fine else None
+        self.last_pooled_sums = []  # per network, from the latest pass: for refitting the response pathway
+        if self.localizer is not None:
+            coarse_card = localizer_card(self.card)
+            self.localizer_spec = preprocessing.PreprocessingSpec.from_card(coarse_card)
+            self.localizer_tile = tuple(int(v) for v in coarse_card["inference"]["tile_size"])
+            self.localizer_margin = int(coarse_card["inference"]["tile_margin"])
+            self.roi_margin_mm = float(self.card["localizer"].get("roi_margin_mm", 30.0))
         self.progress = progress or (lambda stage, fraction: None)
         inference = self.card.get("inference", {})
         self.max_tile = tuple(int(v) for v in inference.get("tile_size", (128, 128, 128)))
@@ -76,12 +110,27 @@ class Predictor:
         self.liver_value = package.label_value("Liver")
         self.tumor_value = package.label_value("Tumor")
 
+    def response_statistics(self, images, paths=()):
+        """The response pathway's pooled sums of each network, computed exactly as predict computes them
+        (localiser, region, tiles), without the label map: what refitting the response pathway needs."""
+        box = self._locate(images, paths, None)[0] if self.localizer is not None else None
+        prepared = preprocessing.prepare(images, self.spec, paths, box=box, check_intensities=box is None)
+        self._infer(prepared, None, self.device)
+        return list(self.last_pooled_sums)
+
     def predict(self, images, paths=(), tumor_mask=None, tumor_mask_path=None):
         timings = {}
+        warnings = []
+        box = None
+        if self.localizer is not None:
+            started = time.perf_counter()
+            self.progress("localize", 0.0)
+            box, warnings = self._locate(images, paths, tumor_mask)
+            timings["localize"] = time.perf_counter() - started
         started = time.perf_counter()
         self.progress("preprocess", 0.0)
-        prepared = preprocessing.prepare(images, self.spec, paths)
-        warnings = list(prepared.warnings)
+        prepared = preprocessing.prepare(images, self.spec, paths, box=box, check_intensities=box is None)
+        warnings += [w for w in prepared.warnings if w not in warnings]
         mask_on_grid = None
         if tumor_mask is not None:
             mask_on_grid, mask_warnings = self._check_mask(tumor_mask, images[0], prepared.grid, tumor_mask_path)
@@ -112,6 +161,36 @@ class Predictor:
         return Prediction(label_image, probability, probabilities, "low" if probability >= cutoff else "high",
                           cutoff, measured, warnings, device_used, {k: round(v, 3) for k, v in timings.items()},
                           tumor_source)
+
+    def _locate(self, images, paths, tumor_mask):
+        """Physical box around the liver found on the coarse grid (plus the user's tumor mask), and the
+        whole-volume warnings. None (process everything) when no liver is found."""
+        coarse = preprocessing.prepare(images, self.localizer_spec, paths)
+        warnings = list(coarse.warnings)
+        volume, crop, pads = preprocessing.crop_to_body(coarse.array, self.localizer_spec.window,
+                                                        self.localizer.size_multiple)
+        self.localizer.to(self.device)
+        liver, tumor, _ = inference.run_network(self.localizer, volume, self.device, self.localizer_tile,
+                                                self.localizer_margin)
+        self.localizer.to("cpu")
+        valid = tuple(slice(0, s.stop - s.start) for s in crop)
+        region = _largest_organ_region(liver[valid], tumor[valid])
+        if region is None:
+            warnings.append("the coarse pass found no liver; the whole field of view was processed")
+            return None, warnings
+        hits = np.nonzero(region)
+        spacing, origin = np.asarray(coarse.grid.spacing), np.asarray(coarse.grid.origin)
+        offset = np.array([crop[2].start, crop[1].start, crop[0].start])
+        first = np.array([hits[2].min(), hits[1].min(), hits[0].min()]) + offset
+        last = np.array([hits[2].max(), hits[1].max(), hits[0].max()]) + offset
+        # the coarse voxels' own half-width plus a margin for what the coarse pass under-segments
+        reach = spacing / 2.0 + self.roi_margin_mm
+        low, high = origin + first * spacing - reach, origin + last * spacing + reach
+        if tumor_mask is not None:
+            mask_box = _mask_box(tumor_mask)
+            if mask_box is not None:
+                low, high = np.minimum(low, mask_box[0] - reach), np.maximum(high, mask_box[1] + reach)
+        return (low, high), warnings
 
     def _check_mask(self, mask_image, reference, grid, path):
         if mask_image.GetDimension() != 3:
@@ -171,7 +250,7 @@ class Predictor:
             mask = np.pad(mask_on_grid[crop], [(0, p) for p in pads])
         liver_sum = np.zeros(volume.shape[1:], np.float32)
         tumor_sum = np.zeros(volume.shape[1:], np.float32)
-        logits = []
+        logits, self.last_pooled_sums = [], []
         for index, network in enumerate(self.networks):
             network.to(device)
             def on_tile(fraction, index=index):
@@ -182,6 +261,7 @@ class Predictor:
             tumor_sum += tumor
             with torch.inference_mode():
                 logits.append(float(network.response_logit(sums).float().cpu()[0]))
+            self.last_pooled_sums.append(sums.float().cpu())
             network.to("cpu")
         n = float(len(self.networks))
         liver = np.zeros(prepared.array.shape[1:], np.float32)

@@ -54,6 +54,16 @@ class Grid:
     def voxel_volume_ml(self):
         return float(np.prod(self.spacing)) / 1000.0
 
+    def cropped(self, low, high):
+        """The part of this grid inside the physical box [low, high] (x, y, z), on the same voxel lattice, so
+        its voxels are exactly voxels of the whole grid (what training saw)."""
+        origin, spacing = np.asarray(self.origin), np.asarray(self.spacing)
+        first = np.clip(np.floor((np.asarray(low) - origin) / spacing), 0, np.asarray(self.size) - 1).astype(int)
+        last = np.clip(np.ceil((np.asarray(high) - origin) / spacing), 0, np.asarray(self.size) - 1).astype(int)
+        last = np.maximum(last, first)
+        return Grid(tuple(float(v) for v in origin + first * spacing), self.spacing,
+                    tuple(int(v) for v in last - first + 1))
+
 
 @dataclass
 class PreparedCase:
@@ -149,8 +159,14 @@ def check_phases_agree(images, paths):
     return warnings
 
 
-def prepare(images: Sequence[sitk.Image], spec: PreprocessingSpec, paths: Sequence[str] = ()) -> PreparedCase:
-    """Images (one per phase, in the model's order) -> normalised network input on the canonical grid."""
+def prepare(images: Sequence[sitk.Image], spec: PreprocessingSpec, paths: Sequence[str] = (), box=None,
+            check_intensities=True) -> PreparedCase:
+    """Images (one per phase, in the model's order) -> normalised network input on the canonical grid.
+
+    ``box`` (physical low and high corners, x y z) restricts the grid to a region of interest, e.g. the liver
+    found by a coarse pass. ``check_intensities`` is off for such a region: percentiles of a region inside the
+    body say nothing about whether the scan is CT.
+    """
     paths = list(paths) or ["input {}".format(i + 1) for i in range(len(images))]
     if len(images) != len(spec.phases):
         raise InputError(None, "the model expects {} input(s) ({}), got {}".format(
@@ -160,10 +176,13 @@ def prepare(images: Sequence[sitk.Image], spec: PreprocessingSpec, paths: Sequen
         warnings += check_field_of_view(image, path)
     warnings += check_phases_agree(images, paths)
     grid = canonical_grid(images[0], spec.spacing)
+    if box is not None:
+        grid = grid.cropped(*box)
     channels = []
     for image, path in zip(images, paths):
         array = sitk.GetArrayFromImage(resample(image, grid))
-        warnings += intensity_warnings(array, path)
+        if check_intensities:
+            warnings += intensity_warnings(array, path)
         channels.append(normalise(array, spec.window))
     return PreparedCase(np.stack(channels), grid, warnings)
 
@@ -173,24 +192,46 @@ def labels_to_grid(label_image, grid):
     return sitk.GetArrayFromImage(resample(label_image, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
 
 
+def index_box(reference, low, high):
+    """Voxel index range (x, y, z; first, last inclusive) of ``reference`` that covers a physical box."""
+    corners = [reference.TransformPhysicalPointToContinuousIndex([float(c) for c in (x, y, z)])
+               for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])]
+    corners = np.array(corners)
+    size = np.asarray(reference.GetSize())
+    first = np.clip(np.floor(corners.min(0)), 0, size - 1).astype(int)
+    last = np.clip(np.ceil(corners.max(0)), 0, size - 1).astype(int)
+    return first, last
+
+
 def probabilities_to_image(liver_prob, tumor_prob, grid, reference):
     """Class probabilities on ``grid`` -> uint8 label image with exactly the geometry of ``reference``.
 
     Probabilities are interpolated (not labels) so boundaries stay smooth on a finer input grid; they are
-    quantised to 8 bits first to keep memory low on large inputs.
+    quantised to 8 bits first to keep memory low on large inputs. Only the part of ``reference`` that
+    ``grid`` covers is computed; the rest is background.
     """
+    # the grid's voxels reach half a spacing beyond their centres; interpolation is defined up to there
+    low = np.asarray(grid.origin) - np.asarray(grid.spacing) / 2.0
+    high = low + np.asarray(grid.size) * np.asarray(grid.spacing)
+    first, last = index_box(reference, low, high)
+    region = sitk.Image([int(v) for v in last - first + 1], sitk.sitkUInt8)
+    region.SetSpacing(reference.GetSpacing())
+    region.SetDirection(reference.GetDirection())
+    region.SetOrigin(reference.TransformIndexToPhysicalPoint([int(v) for v in first]))
     resampled = []
     for prob in (liver_prob, tumor_prob):
         quantised = sitk.GetImageFromArray(np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8))
         quantised.SetOrigin(grid.origin)
         quantised.SetSpacing(grid.spacing)
+        # a copy, not a view: the resampled image is a temporary whose buffer is freed at once
         resampled.append(sitk.GetArrayFromImage(sitk.Resample(
-            quantised, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkUInt8)))
-    liver, tumor = (r.astype(np.int16) for r in resampled)
+            quantised, region, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkUInt8)).astype(np.int16))
+    liver, tumor = resampled
     background = 255 - liver - tumor
-    labels = np.zeros(liver.shape, np.uint8)
-    labels[(liver > background) & (liver >= tumor)] = 1
-    labels[(tumor > background) & (tumor > liver)] = 2
+    labels = np.zeros(reference.GetSize()[::-1], np.uint8)
+    inside = labels[first[2]:last[2] + 1, first[1]:last[1] + 1, first[0]:last[0] + 1]
+    inside[(liver > background) & (liver >= tumor)] = 1
+    inside[(tumor > background) & (tumor > liver)] = 2
     out = sitk.GetImageFromArray(labels)
     out.CopyInformation(reference)
     return out
