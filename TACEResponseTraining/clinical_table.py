@@ -232,3 +232,13 @@ def outcomes(row, found):
         except ValueError as exc:
             problems.append("{}: {}".format(column, exc))
     return out, problems
+
+
+def carried_columns(row, outcome_columns, clinical_source, clinical_names):
+    """The dataset columns an importer carries from a table row: outcomes (checked) and clinical values
+    (as given, under their dataset names). Returns (values, problems)."""
+    values, problems = outcomes(row, outcome_columns)
+    for source, name in zip(clinical_source, clinical_names):
+        values[name] = row.get(source, "")
+    return values, problems
+

@@ -254,12 +254,11 @@ class _FolderImporter:
                 out["response"] = response_value(row.get(self.response_source, ""))
             except ValueError as exc:
                 self.problem(case, "{}; response left empty".format(exc), skipped=False)
-        outcome, problems = ct_table.outcomes(row, self.outcome_columns)
+        carried, problems = ct_table.carried_columns(row, self.outcome_columns, self.clinical_source,
+                                                     self.clinical_names)
         for text in problems:
             self.problem(case, text + "; left empty", skipped=False)
-        out.update(outcome)
-        for source, column in zip(self.clinical_source, self.clinical_names):
-            out[column] = row.get(source, "")
+        out.update(carried)
         self.rows.append(out)
         self.cases.append({"case_id": case, "images": {p: paths[p] for p in self.phases}, "label": label_path,
                            "label_values": {str(int(v)): int(n) for v, n in zip(*np.unique(array, return_counts=True))},

@@ -221,12 +221,11 @@ class _Importer:
                 self.problem(pid, "{}: {}; reader ignored".format(column, exc), skipped=False)
         response, note = ct_table.combine_readers(categories, self.reader)
         values["response"] = "" if response is None else str(response)
-        outcome, problems = ct_table.outcomes(row, self.outcome_columns)
+        carried, problems = ct_table.carried_columns(row, self.outcome_columns, self.clinical_source,
+                                                     self.clinical_names)
         for text in problems:
             self.problem(pid, text + "; left empty", skipped=False)
-        values.update(outcome)
-        for source, name in zip(self.clinical_source, self.clinical_names):
-            values[name] = row.get(source, "")
+        values.update(carried)
         return values, {"readers": categories, "response_note": note}
 
     # ---- images ----

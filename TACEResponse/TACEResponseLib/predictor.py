@@ -96,7 +96,6 @@ class Predictor:
         self.device = choose_device(device)
         self.networks = package.build_networks()
         self.localizer = package.build_localizer() if coarse_to_fine else None
-        self.last_pooled_sums = []  # per network, from the latest pass: for refitting the response pathway
         if self.localizer is not None:
             coarse_card = localizer_card(self.card)
             self.localizer_spec = preprocessing.PreprocessingSpec.from_card(coarse_card)
@@ -115,8 +114,7 @@ class Predictor:
         (localiser, region, tiles), without the label map: what refitting the response pathway needs."""
         box = self._locate(images, paths, None)[0] if self.localizer is not None else None
         prepared = preprocessing.prepare(images, self.spec, paths, box=box, check_intensities=box is None)
-        self._infer(prepared, None, self.device)
-        return list(self.last_pooled_sums)
+        return self._infer(prepared, None, self.device)[3]
 
     def predict(self, images, paths=(), tumor_mask=None, tumor_mask_path=None):
         timings = {}
@@ -232,17 +230,19 @@ class Predictor:
         """Run every network of the package; on CUDA out-of-memory, fall back to CPU and say so."""
         warnings = []
         try:
-            liver, tumor, logits = self._infer(prepared, mask_on_grid, self.device)
+            liver, tumor, logits, _ = self._infer(prepared, mask_on_grid, self.device)
             return liver, tumor, logits, self.device, warnings
         except torch.cuda.OutOfMemoryError:
             if self.device != "cuda":
                 raise
             torch.cuda.empty_cache()
             warnings.append("GPU ran out of memory; prediction was rerun on the CPU")
-            liver, tumor, logits = self._infer(prepared, mask_on_grid, "cpu")
+            liver, tumor, logits, _ = self._infer(prepared, mask_on_grid, "cpu")
             return liver, tumor, logits, "cpu (fallback from cuda: out of memory)", warnings
 
     def _infer(self, prepared, mask_on_grid, device):
+        """Mean liver and tumor probabilities on the prepared grid, and each network's response logit and
+        pooled sums."""
         multiple = self.networks[0].size_multiple
         volume, crop, pads = preprocessing.crop_to_body(prepared.array, self.spec.window, multiple)
         mask = None
@@ -250,7 +250,7 @@ class Predictor:
             mask = np.pad(mask_on_grid[crop], [(0, p) for p in pads])
         liver_sum = np.zeros(volume.shape[1:], np.float32)
         tumor_sum = np.zeros(volume.shape[1:], np.float32)
-        logits, self.last_pooled_sums = [], []
+        logits, pooled = [], []
         for index, network in enumerate(self.networks):
             network.to(device)
             def on_tile(fraction, index=index):
@@ -261,7 +261,7 @@ class Predictor:
             tumor_sum += tumor
             with torch.inference_mode():
                 logits.append(float(network.response_logit(sums).float().cpu()[0]))
-            self.last_pooled_sums.append(sums.float().cpu())
+            pooled.append(sums.float().cpu())
             network.to("cpu")
         n = float(len(self.networks))
         liver = np.zeros(prepared.array.shape[1:], np.float32)
@@ -269,4 +269,4 @@ class Predictor:
         valid = tuple(slice(0, s.stop - s.start) for s in crop)
         liver[crop] = liver_sum[valid] / n
         tumor[crop] = tumor_sum[valid] / n
-        return liver, tumor, logits
+        return liver, tumor, logits, pooled
