@@ -42,7 +42,9 @@ def build_parser():
     export.add_argument("--version", default="0.1.0")
     export.add_argument("--intended-use", default=None)
     export.add_argument("--training-data", default=None, help="JSON file describing the training data")
-    export.add_argument("--test-metrics", default=None, help="metrics.json from 'test' to record as held-out metrics")
+    export.add_argument("--test-metrics", action="append", default=None, metavar="METRICS_JSON",
+                        help="metrics.json from 'test' to record as held-out metrics (repeat for more cohorts: "
+                             "held_out_test, held_out_test_2, ...)")
     export.add_argument("--reproduce", default=None, help="the command line that reproduces this model")
 
     refit = sub.add_parser("refit", help="refit the response pathway on statistics computed by the Predictor")
@@ -51,6 +53,12 @@ def build_parser():
     refit.add_argument("-o", "--output", required=True, metavar="NEWRUNDIR")
     refit.add_argument("--localizer", default=None, metavar="RUNDIR")
     refit.add_argument("--tile-size", type=int, default=None)
+    refit.add_argument("--intensity-bins", type=int, default=None, metavar="N",
+                       help="give the response pathway lesion-to-liver intensity contrasts from N-bin histograms "
+                            "(0: none); the pathway is then fitted anew")
+    refit.add_argument("--head-hidden", type=int, default=None, metavar="N",
+                       help="0: a logistic response pathway (penalised fit on standardised inputs); N > 0: a hidden "
+                            "layer of N units; the pathway is then fitted anew")
     refit.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
     test = sub.add_parser("test", help="predict every case of a dataset with a model package and score it")
@@ -132,7 +140,8 @@ def run(args):
     elif args.command == "export":
         from .export import export_run
 
-        extra = {"held_out_test": _read_json(args.test_metrics)} if args.test_metrics else None
+        extra = {"held_out_test" + ("_{}".format(k + 1) if k else ""): _read_json(path)
+                 for k, path in enumerate(args.test_metrics or [])} or None
         training_data = _read_json(args.training_data) if args.training_data else None
         package = export_run(args.run, args.output, name=args.name, version=args.version,
                              intended_use=args.intended_use, training_data=training_data,
@@ -144,7 +153,8 @@ def run(args):
         from .refit import refit_run
 
         refit_run(args.run, args.dataset, args.output, localizer_dir=args.localizer, tile_size=args.tile_size,
-                  device=args.device)
+                  device=args.device, intensity_bins=args.intensity_bins,
+                  head_hidden=args.head_hidden)
     elif args.command == "test":
         from .evaluate_cases import test_model
 

@@ -11,7 +11,15 @@ DEFAULT_CONFIG = {
     "spacing_mm": [2.0, 2.0, 2.0],
     "intensity_window_hu": [-200.0, 300.0],
     "channels": [8, 16, 32, 64, 128],
-    "head_hidden": 32,
+    # 0: the response pathway is a logistic model over standardised pooled statistics, fitted on whole cases
+    # with an L2 penalty (head_l2 = 1/C), head_deep_l2_factor times stronger on the deepest encoder features;
+    # > 0: a hidden layer of that width (older models), trained for head_refit_epochs
+    "head_hidden": 0,
+    "head_l2": 1.0,
+    "head_deep_l2_factor": 100.0,
+    # soft intensity-histogram bins across the HU window for the response pathway's lesion-to-liver contrasts
+    # (washout, necrosis, rim enhancement); 0 turns them off. 26 bins of a 500 HU window are 20 HU wide.
+    "intensity_bins": 26,
     "patch_size": [64, 64, 64],
     "batch_size": 2,
     "epochs": 10,

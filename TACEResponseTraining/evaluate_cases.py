@@ -54,6 +54,7 @@ def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=pri
     tumor_rows = [r for r in rows if r.get("has_tumor")]
     summary = {
         "model": {"name": package.name, "version": package.version, "sha256": package.sha256},
+        "dataset": Path(dataset_dir).name,
         "cases": len(rows),
         "liver_dice_mean": float(np.mean([r["liver_dice"] for r in rows if "liver_dice" in r])),
         "tumor_dice_mean": float(np.mean([r["tumor_dice"] for r in tumor_rows])) if tumor_rows else None,

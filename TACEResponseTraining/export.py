@@ -19,7 +19,7 @@ SYNTHETIC_USE = ("Research demonstration only. Trained on synthetic CT phantoms,
                  "trained on synthetic data - not for clinical use.")
 DEFAULT_ROI_MARGIN_MM = 15.0
 # the network's shape and input: every fold of an ensemble must agree on these
-_SAME_ACROSS_FOLDS = ("phases", "spacing_mm", "intensity_window_hu", "channels", "head_hidden")
+_SAME_ACROSS_FOLDS = ("phases", "spacing_mm", "intensity_window_hu", "channels", "head_hidden", "intensity_bins")
 
 
 def read_run(run_dir):
@@ -59,6 +59,7 @@ def localizer_entry(run, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
         "spacing_mm": list(config["spacing_mm"]),
         "channels": list(config["channels"]),
         "head_hidden": int(config["head_hidden"]),
+        "intensity_bins": int(config.get("intensity_bins", 0)),
         "tile_size": list(config["tile_size"]),
         "tile_margin": int(config["tile_margin"]),
         "roi_margin_mm": float(roi_margin_mm),

@@ -17,13 +17,14 @@ import torch
 from TACEResponseLib import inference
 from TACEResponseLib.errors import InputError
 from TACEResponseLib.model_package import build_network
-from TACEResponseLib.network import region_weights
+from TACEResponseLib.network import HEAD_MEAN_KEY, HEAD_SCALE_KEY, region_weights
 from TACEResponseLib.preprocessing import PreprocessingSpec
 
 from . import checkpoint, distributed, losses, metrics
 from .config import task_loss_weights
 from .dataset import cache_path, extract_patch, load_case, read_dataset
 from .model_card import network_card
+from .response_head import fit_logistic_head
 
 
 def _progress_bar(total, initial, desc):
@@ -86,7 +87,7 @@ def forward_batch(model, x, y, use_true, use_amp):
     choose = use_true[:, None, None, None, None]
     tumor_w = torch.where(choose, true_tumor, tumor_w)
     liver_w = torch.where(choose, (y == 1).float()[:, None], liver_w)
-    logit = model.response_logit(model.pooled_sums(features.float(), deep.float(), liver_w, tumor_w))
+    logit = model.response_logit(model.pooled_sums(features.float(), deep.float(), liver_w, tumor_w, image=x))
     return seg_logits, logit
 
 
@@ -130,15 +131,54 @@ def summarise(rows):
     }
 
 
-def refit_head(model, train_sums, train_y, val_sums, val_y, config, seed):
-    """Refit the response pathway on whole-case pooled statistics; keep it only if validation AUC holds."""
-    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+def _response_pathway_state(model):
+    state = {k: v.clone() for k, v in model.head.state_dict().items()}
+    state.update({key: getattr(model, key).clone() for key in (HEAD_MEAN_KEY, HEAD_SCALE_KEY)})
+    return state
+
+
+def _restore_response_pathway(model, state):
+    model.head.load_state_dict({k: v for k, v in state.items() if k not in (HEAD_MEAN_KEY, HEAD_SCALE_KEY)})
+    for key in (HEAD_MEAN_KEY, HEAD_SCALE_KEY):
+        getattr(model, key).copy_(state[key])
+
+
+def refit_head(model, train_sums, train_y, val_sums, val_y, config, seed, keep_better_current=True):
+    """Refit the response pathway on whole-case pooled statistics; keep it only if validation AUC holds
+    (unless ``keep_better_current`` is False: a freshly initialised pathway is no standard to hold).
+
+    A logistic pathway (``head_hidden`` 0) is fitted to convergence by penalised maximum likelihood on
+    standardised inputs (:mod:`response_head`). A hidden-layer pathway (older models) is trained for
+    ``head_refit_epochs`` and the epoch with the best validation AUC is kept."""
+    head_before = _response_pathway_state(model)
+    has_validation = len(set(val_y)) == 2
 
     def auc_of(sums, y):
         with torch.no_grad():
             return metrics.roc_auc(y, torch.sigmoid(model.response_logit(sums)).numpy())
 
-    before = auc_of(val_sums, val_y) if len(set(val_y)) == 2 else float("nan")
+    before = auc_of(val_sums, val_y) if keep_better_current and has_validation else float("nan")
+    if isinstance(model.head, torch.nn.Linear):
+        fit_logistic_head(model, train_sums, train_y, float(config.get("head_l2", 1.0)),
+                          float(config.get("head_deep_l2_factor", 100.0)))
+        best_auc, best_state = (auc_of(val_sums, val_y), _response_pathway_state(model)) if has_validation \
+            else (None, None)
+    else:
+        best_auc, best_state = _train_hidden_layer_head(model, train_sums, train_y, val_sums, val_y, config, seed,
+                                                        auc_of)
+    model.head.eval()
+    if best_state is None:  # no validation cases of both classes to judge by
+        if keep_better_current:
+            _restore_response_pathway(model, head_before)
+        return {"val_auc_before": before, "val_auc_after": None, "kept": not keep_better_current}
+    if before == before and best_auc < before:
+        _restore_response_pathway(model, head_before)
+        return {"val_auc_before": before, "val_auc_after": before, "kept": False}
+    _restore_response_pathway(model, best_state)
+    return {"val_auc_before": before, "val_auc_after": best_auc, "kept": True}
+
+
+def _train_hidden_layer_head(model, train_sums, train_y, val_sums, val_y, config, seed, auc_of):
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=3e-3, weight_decay=1e-2)
     target = torch.tensor(train_y, dtype=torch.float32)
@@ -154,13 +194,8 @@ def refit_head(model, train_sums, train_y, val_sums, val_y, config, seed):
             auc = auc_of(val_sums, val_y)
             model.head.train()
             if auc > best_auc:
-                best_auc, best_state = auc, {k: v.clone() for k, v in model.head.state_dict().items()}
-    model.head.eval()
-    if best_state is None or (before == before and best_auc < before):
-        model.head.load_state_dict(best_state if best_state is not None and before != before else head_before)
-        return {"val_auc_before": before, "val_auc_after": max(best_auc, before), "kept": False}
-    model.head.load_state_dict(best_state)
-    return {"val_auc_before": before, "val_auc_after": best_auc, "kept": True}
+                best_auc, best_state = auc, _response_pathway_state(model)
+    return best_auc, best_state
 
 
 def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=None, log=print, stop_after_steps=None):

@@ -136,9 +136,36 @@ def test_refit_through_the_predictor_changes_only_the_response_pathway(cohort, t
     before, after = load_file(str(run_dir / "final.safetensors")), load_file(str(out / "final.safetensors"))
     assert before.keys() == after.keys()
     for key in before:
-        if not key.startswith("head."):
+        if not key.startswith("head"):  # head.*, head_input_mean, head_input_scale: the response pathway
             assert np.array_equal(before[key].numpy(), after[key].numpy()), key
     package = export_run(out, tmp_path / "model", name="refit", localizer_dir=run_dir)
     assert package.card["risk"]["cutoff"] == pytest.approx(run["cutoff"])
     with pytest.raises(Exception, match="not empty"):
         refit_run(run_dir, cohort, out, localizer_dir=run_dir)
+
+
+def test_refit_gives_an_older_run_the_new_response_pathway(cohort, trained, tmp_path):
+    """A run trained with a hidden-layer pathway and no intensity statistics gets the logistic pathway with
+    lesion-to-liver contrasts; the encoder and decoders are untouched and the package predicts."""
+    from TACEResponseTraining.refit import refit_run
+
+    _, model_dir = trained
+    old = tmp_path / "old"
+    train(cohort, old, tiny_config(max_steps=2, head_hidden=32, intensity_bins=0), device="cpu",
+          cache_dir=trained[0] / "cache", **QUIET)
+    out = tmp_path / "new"
+    run = refit_run(old, cohort, out, intensity_bins=26, head_hidden=0, log=lambda *a: None)
+    assert run["config"]["intensity_bins"] == 26 and run["config"]["head_hidden"] == 0
+    assert run["head_refit"]["new_response_pathway"] is True
+    before, after = load_file(str(old / "final.safetensors")), load_file(str(out / "final.safetensors"))
+    assert after["head.weight"].shape[1] == before["head.0.weight"].shape[1] + 3
+    assert float(after["head_input_scale"].min()) > 0 and not bool((after["head_input_scale"] == 1).all())
+    for key in before:
+        if not key.startswith("head"):
+            assert np.array_equal(before[key].numpy(), after[key].numpy()), key
+    package = export_run(out, tmp_path / "model", name="new")
+    assert package.card["network"]["intensity_bins"] == 26 and package.card["network"]["head_hidden"] == 0
+    image = next((cohort / "images").glob("*.nii.gz"))
+    assert cli.main(["predict", str(image), "-o", str(tmp_path / "pred"), "--model", str(tmp_path / "model")]) == 0
+    result = json.loads((tmp_path / "pred" / "result.json").read_text())
+    assert 0.0 <= result["response_probability"] <= 1.0

@@ -27,14 +27,21 @@ if [ "$stage" != package ]; then
 fi
 if [ "$stage" != train ]; then
     $train synth -o "$work/synth_test60" --cases 60 --seed 1 --workers "$workers"
-    # the response pathway again, on statistics computed as prediction computes them (localiser, region)
+    # two further cohorts no design decision saw (the response pathway's design looked at seed 1)
+    $train synth -o "$work/synth_test60_seed2" --cases 60 --seed 2 --workers "$workers"
+    $train synth -o "$work/synth_test150_seed3" --cases 150 --seed 3 --workers "$workers"
+    # the response pathway again, on statistics computed as prediction computes them (localiser, region),
+    # now logistic and with the lesion-to-liver intensity contrasts (the networks were trained without them)
     $train refit "$work/run_demo" "$work/synth${CASES:-200}" -o "$work/run_demo_refit" \
-        --localizer "$work/run_localizer" --tile-size 160
+        --localizer "$work/run_localizer" --tile-size 160 --intensity-bins 26 --head-hidden 0
     $train export "$work/run_demo_refit" -o "$work/untested" --name demo --localizer "$work/run_localizer" \
         --tile-size 160
     $train test "$work/untested" "$work/synth_test60" -o "$work/test60"
-    $train export "$work/run_demo_refit" -o "$model" --name demo --version 0.2.0 --localizer "$work/run_localizer" \
-        --tile-size 160 \
-        --training-data "$here/demo_training_data.json" --test-metrics "$work/test60/metrics.json" \
+    $train test "$work/untested" "$work/synth_test60_seed2" -o "$work/test60_seed2"
+    $train test "$work/untested" "$work/synth_test150_seed3" -o "$work/test150_seed3"
+    $train export "$work/run_demo_refit" -o "$model" --name demo --version 0.3.0 --localizer "$work/run_localizer" \
+        --tile-size 160 --training-data "$here/demo_training_data.json" \
+        --test-metrics "$work/test60/metrics.json" --test-metrics "$work/test60_seed2/metrics.json" \
+        --test-metrics "$work/test150_seed3/metrics.json" \
         --reproduce "bash scripts/make_demo_model.sh WORKDIR"
 fi

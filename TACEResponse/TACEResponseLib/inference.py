@@ -30,13 +30,16 @@ def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_t
         inner = tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(core, tile))
         inner_deep = tuple(slice(s.start // multiple, s.stop // multiple) for s in inner)
         keep = (slice(None), slice(None))
-        seg_core = seg_logits[keep + inner].float()
-        mask_core = None
+        mask_tile = None
         if tumor_mask is not None:
-            mask_core = torch.from_numpy(np.ascontiguousarray(tumor_mask[core]))[None, None].to(device)
-        liver_w, tumor_w = region_weights(seg_core, mask_core)
+            mask_tile = torch.from_numpy(np.ascontiguousarray(tumor_mask[tile]))[None, None].to(device)
+        # weights on the whole tile: the histogram regions look one voxel beyond the core
+        liver_w, tumor_w = region_weights(seg_logits.float(), mask_tile)
+        regions = network.histogram_regions(liver_w, tumor_w)
         tile_sums = network.pooled_sums(features[keep + inner].float(), deep[keep + inner_deep].float(),
-                                        liver_w, tumor_w)
+                                        liver_w[keep + inner], tumor_w[keep + inner], image=x[keep + inner],
+                                        histogram_regions=None if regions is None else regions[keep + inner])
+        seg_core = seg_logits[keep + inner].float()
         sums = tile_sums if sums is None else sums + tile_sums
         probs = torch.softmax(seg_core, dim=1)[0].cpu().numpy()
         liver[core] = probs[LIVER]

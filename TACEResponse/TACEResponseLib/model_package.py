@@ -129,7 +129,7 @@ def localizer_card(card):
     entry = card["localizer"]
     preprocessing = dict(card["preprocessing"], spacing_mm=list(entry["spacing_mm"]))
     network = {"architecture": "MultiDL", "channels": list(entry["channels"]),
-               "head_hidden": int(entry.get("head_hidden", 32))}
+               "head_hidden": int(entry.get("head_hidden", 32)), "intensity_bins": int(entry.get("intensity_bins", 0))}
     inference = {"tile_size": list(entry.get("tile_size", [128, 128, 128])),
                  "tile_margin": int(entry.get("tile_margin", 8))}
     return dict(card, preprocessing=preprocessing, network=network, inference=inference)
@@ -148,7 +148,9 @@ def build_network(card):
     spacing = card["preprocessing"]["spacing_mm"]
     return MultiDL(in_channels=len(card["inputs"]["phases"]), channels=tuple(net["channels"]),
                    n_classes=1 + len(card["labels"]), head_hidden=int(net.get("head_hidden", 32)),
-                   voxel_volume_ml=spacing[0] * spacing[1] * spacing[2] / 1000.0)
+                   voxel_volume_ml=spacing[0] * spacing[1] * spacing[2] / 1000.0,
+                   intensity_bins=int(net.get("intensity_bins", 0)),
+                   intensity_window_hu=tuple(card["preprocessing"]["intensity_window_hu"]))
 
 
 def read_card(folder):
@@ -191,6 +193,8 @@ def read_card(folder):
         if not phases or not all(isinstance(p, str) for p in phases):
             raise ValueError("inputs.phases must list phase names")
         [float(v) for v in card["preprocessing"]["spacing_mm"] + card["preprocessing"]["intensity_window_hu"]]
+        if int(card["network"].get("intensity_bins", 0)) not in (0,) + tuple(range(3, 257)):
+            raise ValueError("network.intensity_bins must be 0 (off) or 3 to 256")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError("{}: model card field missing or malformed ({})".format(path, exc)) from None
     return card
