@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from TACEResponseLib import image_io
 from TACEResponseLib.errors import InputError
 from TACEResponseLib.model_package import build_network
-from TACEResponseLib.network import HEAD_MEAN_KEY, HEAD_SCALE_KEY
+from TACEResponseLib.network import is_response_pathway_key
 from TACEResponseLib.predictor import Predictor
 
 from . import metrics
@@ -50,10 +50,6 @@ def _statistics(predictor, records, case_ids, dataset_dir, log):
     return (torch.cat(sums) if sums else torch.zeros(0)), responses
 
 
-def _is_response_pathway(key):
-    return key.startswith("head.") or key in (HEAD_MEAN_KEY, HEAD_SCALE_KEY)
-
-
 def _with_new_response_pathway(run, state, changes, target_dir):
     """A copy of the run whose response pathway has the configuration ``changes`` (intensity_bins,
     head_hidden): every other weight is kept, the pathway starts from the seeded initialisation. Returns the
@@ -61,9 +57,9 @@ def _with_new_response_pathway(run, state, changes, target_dir):
     run = dict(run, config=dict(run["config"], **changes))
     torch.manual_seed(int(run["config"]["seed"]))
     model = build_network(network_card(run["config"]))
-    kept = {key: value for key, value in state.items() if not _is_response_pathway(key)}
+    kept = {key: value for key, value in state.items() if not is_response_pathway_key(key)}
     missing, unexpected = model.load_state_dict(kept, strict=False)
-    if unexpected or not all(_is_response_pathway(key) for key in missing):
+    if unexpected or not all(is_response_pathway_key(key) for key in missing):
         raise InputError(target_dir, "the run's weights do not match its configuration")
     target_dir.mkdir(parents=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},

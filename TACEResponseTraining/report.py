@@ -148,41 +148,36 @@ def _figures(report_dir, models, cohorts, tables, stats, survival):
 
     response_models = [m for m in models if m in stats]
     width = 5.0
-    # ROC: one panel per cohort, one curve per model
-    fig, axes = plt.subplots(1, len(cohorts), figsize=(width * len(cohorts), width), squeeze=False)
-    for ax, cohort in zip(axes[0], cohorts):
-        for model in response_models:
-            if cohort not in stats[model]:
-                continue
-            s = stats[model][cohort]
-            labels, probability = _arrays(tables[(model, cohort)], "response", "probability")
-            fpr, tpr = roc_stats.roc_curve(labels, probability)
-            ax.step(fpr, tpr, where="post", label="{}: AUC {} ({}-{})".format(
-                NAMES.get(model, model), _fmt(s["auc"]), *[_fmt(v) for v in s["auc_ci"]]))
-        ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
-        ax.set(title=COHORT_NAMES.get(cohort, cohort), xlabel="1 - specificity", ylabel="sensitivity",
-               xlim=(0, 1), ylim=(0, 1.02))
-        ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(str(report_dir / "roc.png"), dpi=120)
-    plt.close(fig)
+    def per_cohort_figure(file_name, draw, legend_loc, **axes_settings):
+        """One panel per cohort, one curve per model (``draw(ax, model, cohort, stats)``), the diagonal."""
+        fig, axes = plt.subplots(1, len(cohorts), figsize=(width * len(cohorts), width), squeeze=False)
+        for ax, cohort in zip(axes[0], cohorts):
+            for model in response_models:
+                if cohort in stats[model]:
+                    draw(ax, model, cohort, stats[model][cohort])
+            ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
+            ax.set(title=COHORT_NAMES.get(cohort, cohort), **axes_settings)
+            ax.legend(loc=legend_loc, fontsize=7)
+        fig.tight_layout()
+        fig.savefig(str(report_dir / file_name), dpi=120)
+        plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(cohorts), figsize=(width * len(cohorts), width), squeeze=False)
-    for ax, cohort in zip(axes[0], cohorts):
-        for model in response_models:
-            if cohort not in stats[model]:
-                continue
-            s = stats[model][cohort]
-            points = np.array(s["calibration_bins"]) if s["calibration_bins"] else np.zeros((0, 3))
-            ax.plot(points[:, 0], points[:, 1], marker="o", label="{}: Brier {}".format(
-                NAMES.get(model, model), _fmt(s["brier"])))
-        ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
-        ax.set(title=COHORT_NAMES.get(cohort, cohort), xlabel="mean predicted probability (equal-count bins)",
-               ylabel="observed response rate", xlim=(0, 1), ylim=(0, 1))
-        ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(str(report_dir / "calibration.png"), dpi=120)
-    plt.close(fig)
+    def roc(ax, model, cohort, s):
+        labels, probability = _arrays(tables[(model, cohort)], "response", "probability")
+        fpr, tpr = roc_stats.roc_curve(labels, probability)
+        ax.step(fpr, tpr, where="post", label="{}: AUC {} ({}-{})".format(
+            NAMES.get(model, model), _fmt(s["auc"]), *[_fmt(v) for v in s["auc_ci"]]))
+
+    def calibration(ax, model, cohort, s):
+        points = np.array(s["calibration_bins"]) if s["calibration_bins"] else np.zeros((0, 3))
+        ax.plot(points[:, 0], points[:, 1], marker="o", label="{}: Brier {}".format(
+            NAMES.get(model, model), _fmt(s["brier"])))
+
+    per_cohort_figure("roc.png", roc, "lower right", xlabel="1 - specificity", ylabel="sensitivity",
+                      xlim=(0, 1), ylim=(0, 1.02))
+    per_cohort_figure("calibration.png", calibration, "upper left",
+                      xlabel="mean predicted probability (equal-count bins)", ylabel="observed response rate",
+                      xlim=(0, 1), ylim=(0, 1))
 
     rows = max(len(response_models), 1)
     fig, axes = plt.subplots(rows, len(cohorts), figsize=(width * len(cohorts), 3.6 * rows), squeeze=False)

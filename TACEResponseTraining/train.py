@@ -17,7 +17,7 @@ import torch
 from TACEResponseLib import inference
 from TACEResponseLib.errors import InputError
 from TACEResponseLib.model_package import build_network
-from TACEResponseLib.network import HEAD_MEAN_KEY, HEAD_SCALE_KEY, region_weights
+from TACEResponseLib.network import HEAD_BUFFERS, region_weights
 from TACEResponseLib.preprocessing import PreprocessingSpec
 
 from . import checkpoint, distributed, losses, metrics
@@ -133,13 +133,13 @@ def summarise(rows):
 
 def _response_pathway_state(model):
     state = {k: v.clone() for k, v in model.head.state_dict().items()}
-    state.update({key: getattr(model, key).clone() for key in (HEAD_MEAN_KEY, HEAD_SCALE_KEY)})
+    state.update({key: getattr(model, key).clone() for key in HEAD_BUFFERS})
     return state
 
 
 def _restore_response_pathway(model, state):
-    model.head.load_state_dict({k: v for k, v in state.items() if k not in (HEAD_MEAN_KEY, HEAD_SCALE_KEY)})
-    for key in (HEAD_MEAN_KEY, HEAD_SCALE_KEY):
+    model.head.load_state_dict({k: v for k, v in state.items() if k not in HEAD_BUFFERS})
+    for key in HEAD_BUFFERS:
         getattr(model, key).copy_(state[key])
 
 

@@ -38,22 +38,24 @@ def _run(argv, capfd):
     return code, out, err
 
 
+def _import(collection, tmp_path_factory, name, *options):
+    """Run the importer on the fixture collection into a fresh folder; (exit code, output folder)."""
+    out = tmp_path_factory.mktemp("runs") / name
+    code = main(["import-hcc-tace-seg", "--tcia-dir", str(collection["tcia_dir"]), "--clinical",
+                 str(collection["clinical"]), "-o", str(out)] + list(options))
+    return code, out
+
+
 @pytest.fixture(scope="module")
 def three_phase(collection, tmp_path_factory):
     """Majority response, three phases: HCC_048 imported; HCC_051 lacks an arterial phase."""
-    out = tmp_path_factory.mktemp("runs") / "three"
-    code = main(["import-hcc-tace-seg", "--tcia-dir", str(collection["tcia_dir"]), "--clinical",
-                 str(collection["clinical"]), "-o", str(out), "--phases", "portal_venous,arterial,native"])
-    return code, out
+    return _import(collection, tmp_path_factory, "three", "--phases", "portal_venous,arterial,native")
 
 
 @pytest.fixture(scope="module")
 def reader2(collection, tmp_path_factory):
     """Reader 2, portal venous only: HCC_048 and HCC_051 imported."""
-    out = tmp_path_factory.mktemp("runs") / "reader2"
-    code = main(["import-hcc-tace-seg", "--tcia-dir", str(collection["tcia_dir"]), "--clinical",
-                 str(collection["clinical"]), "-o", str(out), "--reader", "2"])
-    return code, out
+    return _import(collection, tmp_path_factory, "reader2", "--reader", "2")
 
 
 def _rows(out):

@@ -3,6 +3,8 @@
 import numpy as np
 import SimpleITK as sitk
 
+from .preprocessing import nonzero_index_box
+
 LIVER, TUMOR = 1, 2
 MIN_LESION_ML = 0.05  # components smaller than this are noise, not lesions
 _ANGLES = np.deg2rad(np.arange(0.0, 180.0, 1.0))
@@ -52,17 +54,14 @@ def _labelled_part(label_image):
     """The smallest sub-image holding every nonzero voxel (same geometry: RegionOfInterest keeps physical
     positions), or None when the image is empty. A liver is a small part of a large CT: measuring there
     avoids several passes over the whole volume."""
-    labels = sitk.GetArrayViewFromImage(label_image)
-    in_plane = labels.any(axis=0)
-    rows, cols = np.flatnonzero(in_plane.any(axis=1)), np.flatnonzero(in_plane.any(axis=0))
-    if not len(rows):
+    box = nonzero_index_box(sitk.GetArrayViewFromImage(label_image))
+    if box is None:
         return None
-    slices = np.flatnonzero(labels[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].any(axis=(1, 2)))
-    index = [int(cols[0]), int(rows[0]), int(slices[0])]
-    size = [int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1), int(slices[-1] - slices[0] + 1)]
+    first, last = box
+    size = [int(v) for v in last - first + 1]
     if size == list(label_image.GetSize()):
         return label_image
-    return sitk.RegionOfInterest(label_image, size, index)
+    return sitk.RegionOfInterest(label_image, size, [int(v) for v in first])
 
 
 def measure(label_image, liver_value=LIVER, tumor_value=TUMOR):

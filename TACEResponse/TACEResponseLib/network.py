@@ -16,6 +16,12 @@ BACKGROUND, LIVER, TUMOR = 0, 1, 2
 _EPS = 1e-3
 GLOBAL_POOLING_KEY = "global_pooling"
 HEAD_MEAN_KEY, HEAD_SCALE_KEY = "head_input_mean", "head_input_scale"
+HEAD_BUFFERS = (HEAD_MEAN_KEY, HEAD_SCALE_KEY)
+
+
+def is_response_pathway_key(key):
+    """True for the state-dict entries of the response pathway: the head and its input standardisation."""
+    return key.startswith("head.") or key in HEAD_BUFFERS
 
 
 def _conv_norm_act(cin, cout, stride=1):
@@ -104,7 +110,7 @@ class MultiDL(nn.Module):
         if prefix + GLOBAL_POOLING_KEY in state_dict:
             self.use_global_pooling()
         # weights saved before the pathway's inputs were standardised: identity standardisation
-        for key, default in ((HEAD_MEAN_KEY, torch.zeros_like), (HEAD_SCALE_KEY, torch.ones_like)):
+        for key, default in zip(HEAD_BUFFERS, (torch.zeros_like, torch.ones_like)):
             if prefix + key not in state_dict:
                 state_dict[prefix + key] = default(getattr(self, key))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -70,13 +70,11 @@ def _keep_largest_organ(liver, tumor):
 
 def _mask_box(mask_image):
     """Physical bounding box (low, high; x y z) of the nonzero voxels of a mask, or None when empty."""
-    array = sitk.GetArrayViewFromImage(mask_image)
-    hits = np.nonzero(array)
-    if not len(hits[0]):
+    box = preprocessing.nonzero_index_box(sitk.GetArrayViewFromImage(mask_image))
+    if box is None:
         return None
-    first = [int(hits[axis].min()) for axis in (2, 1, 0)]
-    last = [int(hits[axis].max()) for axis in (2, 1, 0)]
-    corners = np.array([mask_image.TransformIndexToPhysicalPoint([i, j, k])
+    first, last = box
+    corners = np.array([mask_image.TransformIndexToPhysicalPoint([int(i), int(j), int(k)])
                         for i in (first[0], last[0]) for j in (first[1], last[1]) for k in (first[2], last[2])])
     return corners.min(0), corners.max(0)
 
@@ -176,11 +174,9 @@ class Predictor:
         if region is None:
             warnings.append("the coarse pass found no liver; the whole field of view was processed")
             return None, warnings
-        hits = np.nonzero(region)
         spacing, origin = np.asarray(coarse.grid.spacing), np.asarray(coarse.grid.origin)
         offset = np.array([crop[2].start, crop[1].start, crop[0].start])
-        first = np.array([hits[2].min(), hits[1].min(), hits[0].min()]) + offset
-        last = np.array([hits[2].max(), hits[1].max(), hits[0].max()]) + offset
+        first, last = (corner + offset for corner in preprocessing.nonzero_index_box(region))
         # the coarse voxels' own half-width plus a margin for what the coarse pass under-segments
         reach = spacing / 2.0 + self.roi_margin_mm
         low, high = origin + first * spacing - reach, origin + last * spacing + reach

@@ -192,6 +192,17 @@ def labels_to_grid(label_image, grid):
     return sitk.GetArrayFromImage(resample(label_image, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
 
 
+def nonzero_index_box(array):
+    """Index range (x, y, z; first, last inclusive) of the nonzero voxels of a (z, y, x) array, or None when
+    there are none. Projections instead of np.nonzero: no index arrays the size of the mask."""
+    in_plane = array.any(axis=0)
+    rows, cols = np.flatnonzero(in_plane.any(axis=1)), np.flatnonzero(in_plane.any(axis=0))
+    if not len(rows):
+        return None
+    slices = np.flatnonzero(array[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].any(axis=(1, 2)))
+    return (np.array([cols[0], rows[0], slices[0]], int), np.array([cols[-1], rows[-1], slices[-1]], int))
+
+
 def index_box(reference, low, high):
     """Voxel index range (x, y, z; first, last inclusive) of ``reference`` that covers a physical box."""
     corners = [reference.TransformPhysicalPointToContinuousIndex([float(c) for c in (x, y, z)])
