@@ -123,7 +123,7 @@ def _read_json(path):
 
 def run(args):
     if args.command == "synth":
-        from .synth import generate_cohort
+        from .phantoms import generate_cohort
 
         cohort = generate_cohort(args.output, args.cases, seed=args.seed, phases=tuple(args.phases.split(",")),
                                  workers=args.workers, size_scale=args.size_scale,

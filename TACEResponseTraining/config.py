@@ -47,6 +47,14 @@ DEFAULT_CONFIG = {
     "tile_margin": 16,
     "seed": 0,
     "num_threads": None,
+    # neighbouring organs learnt as extra segmentation classes (from a cohort's context_label maps), so that
+    # spleen, stomach, bowel, kidney and pancreas compete with liver and tumor; the output stays 3 classes
+    "context_classes": [],
+    # bfloat16 autocast for training on the CPU
+    "cpu_bf16": False,
+    # refit the response pathway on whole-volume statistics of every training case at the end; off when the
+    # recipe refits it anyway through the Predictor (``refit``), which saves a pass over the training cases
+    "whole_case_refit": True,
 }
 
 

@@ -19,6 +19,9 @@ from TACEResponseLib import image_io, preprocessing
 from TACEResponseLib.errors import InputError
 
 CACHE_VERSION = 1
+# context labels (neighbouring organs: spleen, stomach and bowel, ...) join the training label map after the
+# foreground: value CONTEXT_OFFSET + k for context class k (1-based)
+CONTEXT_OFFSET = 2
 
 
 @dataclass
@@ -28,6 +31,7 @@ class CaseRecord:
     label: Optional[str]
     response: Optional[int]
     row: Dict[str, str]
+    context_label: Optional[str] = None  # optional map of neighbouring organs (synthetic cohorts)
 
 
 def read_dataset(dataset_dir, phases):
@@ -51,9 +55,10 @@ def read_dataset(dataset_dir, phases):
         if response not in ("", "0", "1"):
             raise InputError(table, "case {}: response must be 1, 0 or empty, not {!r}".format(row["case_id"], response))
         label = (row.get("label") or "").strip()
+        context = (row.get("context_label") or "").strip()
         records.append(CaseRecord(
             row["case_id"], [str(dataset_dir / row[c]) for c in columns], str(dataset_dir / label) if label else None,
-            int(response) if response else None, row))
+            int(response) if response else None, row, str(dataset_dir / context) if context else None))
     return records
 
 
@@ -61,25 +66,29 @@ def read_dataset(dataset_dir, phases):
 class CachedCase:
     case_id: str
     image: np.ndarray  # (channels, z, y, x) float16, normalised
-    label: np.ndarray  # (z, y, x) uint8
+    label: np.ndarray  # (z, y, x) uint8: 0 background, 1 liver, 2 tumor, > 2 context classes
     response: Optional[int]
     organ_box: Optional[tuple]  # (lo, hi) voxel corners of liver+tumor
     tumor_voxels: Optional[np.ndarray] = None  # (n, 3) indices of tumor voxels, for tumor-centred patches
 
 
-def _spec_key(spec):
-    text = json.dumps([CACHE_VERSION, spec.phases, spec.spacing, spec.window])
+def _spec_key(spec, multiple, with_context):
+    text = json.dumps([CACHE_VERSION, spec.phases, spec.spacing, spec.window, int(multiple)]
+                      + (["context"] if with_context else []))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cache_path(record, spec, cache_dir):
+def cache_path(record, spec, cache_dir, multiple=16, with_context=False):
     """Where a case preprocessed with ``spec`` is cached (None without a cache folder)."""
-    return Path(cache_dir) / _spec_key(spec) / (record.case_id + ".npz") if cache_dir else None
+    if not cache_dir:
+        return None
+    return Path(cache_dir) / _spec_key(spec, multiple, with_context) / (record.case_id + ".npz")
 
 
-def load_case(record, spec, multiple, cache_dir=None):
-    """Preprocess one case (or read it from the cache made with the same preprocessing settings)."""
-    cache_file = cache_path(record, spec, cache_dir)
+def load_case(record, spec, multiple, cache_dir=None, with_context=False):
+    """Preprocess one case (or read it from the cache made with the same preprocessing settings). With
+    ``with_context`` the case's context map (if any) fills the background of the label map."""
+    cache_file = cache_path(record, spec, cache_dir, multiple, with_context)
     if cache_file:
         if cache_file.is_file():
             with np.load(str(cache_file)) as data:
@@ -91,6 +100,9 @@ def load_case(record, spec, multiple, cache_dir=None):
         label = preprocessing.labels_to_grid(image_io.read_mask(record.label), prepared.grid)
     else:
         label = np.zeros(prepared.array.shape[1:], np.uint8)
+    if with_context and record.context_label:
+        context = preprocessing.labels_to_grid(image_io.read_mask(record.context_label), prepared.grid)
+        label = np.where((label == 0) & (context > 0), context + CONTEXT_OFFSET, label).astype(np.uint8)
     volume, crop, pads = preprocessing.crop_to_body(prepared.array, spec.window, multiple)
     label = np.pad(label[crop], [(0, p) for p in pads])
     image = volume.astype(np.float16)
@@ -106,7 +118,7 @@ def load_case(record, spec, multiple, cache_dir=None):
 
 
 def _cached(record, image, label):
-    organ = np.nonzero(label > 0)
+    organ = np.nonzero((label == 1) | (label == 2))
     box = None
     if organ[0].size:
         box = (tuple(int(a.min()) for a in organ), tuple(int(a.max()) + 1 for a in organ))

@@ -60,6 +60,7 @@ def localizer_entry(run, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
         "channels": list(config["channels"]),
         "head_hidden": int(config["head_hidden"]),
         "intensity_bins": int(config.get("intensity_bins", 0)),
+        "context_classes": list(config.get("context_classes", [])),
         "tile_size": list(config["tile_size"]),
         "tile_margin": int(config["tile_margin"]),
         "roi_margin_mm": float(roi_margin_mm),

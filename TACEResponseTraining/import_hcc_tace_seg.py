@@ -17,6 +17,7 @@ from typing import Dict, List
 import numpy as np
 import SimpleITK as sitk
 
+from TACEResponseLib.dicom_study import PHASE_ALIASES, PHASES, classify_by_enhancement, phase_from_description
 from TACEResponseLib.errors import InputError
 from TACEResponseLib.preprocessing import same_grid
 
@@ -25,25 +26,6 @@ from . import dicom_seg
 from .import_output import CORE_COLUMNS, Staging, check_output_free, clinical_column_names, safe_name, write_csv, \
     write_report
 
-PHASES = ("native", "arterial", "portal_venous", "delayed")
-PHASE_ALIASES = {
-    "native": "native", "pre_contrast": "native", "precontrast": "native", "non_contrast": "native",
-    "noncontrast": "native", "unenhanced": "native", "plain": "native",
-    "arterial": "arterial", "late_arterial": "arterial", "hepatic_arterial": "arterial",
-    "portal_venous": "portal_venous", "portal": "portal_venous", "venous": "portal_venous", "pv": "portal_venous",
-    "delayed": "delayed", "delay": "delayed", "equilibrium": "delayed", "late": "delayed",
-}
-# words in a series description that name one phase (tested on the lower-cased description)
-_DESCRIPTION_PATTERNS = {
-    "native": r"\b(pre|pre[ _-]?contrast|non[ _-]?con(trast)?|noncon|unenhanced|native|plain|nc|w/?o|without)\b",
-    "arterial": r"\b(art|arterial|arteriel|(late|early)[ _-]?art\w*|hap|lap)\b",
-    "portal_venous": r"\b(portal|pv|pvp|venous|ven)\b",
-    "delayed": r"\b(delay\w*|del|equilib\w*|eq|late(?![ _-]?art))\b",
-}
-# enhancement rules (HU medians in the SEG's aorta and portal vein; see classify_by_enhancement)
-UNENHANCED_AORTA_HU = 110.0
-ARTERIAL_AORTA_MINUS_PV_HU = 70.0
-DELAYED_BELOW_PV_HU = 15.0
 MIN_SAMPLES = 20
 LOW_COVERAGE = 0.9
 AIR_HU = -1024.0
@@ -68,40 +50,6 @@ def parse_phases(text):
     if not out:
         raise InputError(None, "give at least one phase")
     return out
-
-
-def phase_from_description(description):
-    """The one phase a series description names, else None (none named, or several)."""
-    text = description.lower()
-    hits = [p for p, pattern in _DESCRIPTION_PATTERNS.items() if re.search(pattern, text)]
-    return hits[0] if len(hits) == 1 else None
-
-
-def classify_by_enhancement(measured):
-    """Phases from aorta/portal-vein HU of the acquisitions of one study: {key: phase or None}.
-
-    Unenhanced blood is below ~110 HU. In the arterial phase the aorta is far brighter than the portal vein.
-    Of the remaining (venous) acquisitions the one with the brightest portal vein is portal-venous; ones
-    clearly darker in the portal vein are delayed.
-    """
-    phases = {}
-    venous = []
-    for key, (aorta, portal) in measured.items():
-        if aorta is None:
-            phases[key] = None
-        elif aorta < UNENHANCED_AORTA_HU:
-            phases[key] = "native"
-        elif portal is None:
-            phases[key] = None  # enhanced, but arterial vs venous cannot be told without the portal vein
-        elif aorta - portal >= ARTERIAL_AORTA_MINUS_PV_HU:
-            phases[key] = "arterial"
-        else:
-            venous.append((portal, key))
-    if venous:
-        top = max(p for p, _ in venous)
-        for portal, key in venous:
-            phases[key] = "portal_venous" if portal > top - DELAYED_BELOW_PV_HU else "delayed"
-    return phases
 
 
 def _sample_points(mask, limit=4000):

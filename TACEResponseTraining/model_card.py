@@ -20,7 +20,8 @@ def network_card(config):
                           "orientation": "axis-aligned LPS grid covering the input's physical extent"},
         "network": {"architecture": "MultiDL", "channels": list(config["channels"]),
                     "head_hidden": int(config["head_hidden"]),
-                    "intensity_bins": int(config.get("intensity_bins", 0))},
+                    "intensity_bins": int(config.get("intensity_bins", 0)),
+                    "context_classes": list(config.get("context_classes", []))},
         "inference": {"tile_size": list(config["tile_size"]), "tile_margin": int(config["tile_margin"])},
         "labels": LABELS,
     }

@@ -77,10 +77,17 @@ def sample_batch(cases, config, rng):
     return np.stack(images), np.stack(labels), np.array(responses, np.float32), np.array(use_true_mask)
 
 
-def forward_batch(model, x, y, use_true, use_amp):
+def autocast(device, cpu_bf16):
+    """float16 autocast on CUDA; bfloat16 on the CPU when asked (about 3x faster on CPUs with AVX512-BF16)."""
+    if device.startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bool(cpu_bf16))
+
+
+def forward_batch(model, x, y, use_true, use_amp, cpu_bf16=False):
     """Segmentation logits and response logit of a training batch. ``use_true`` (batch,) bool picks the
     samples whose response pathway pools with the true masks instead of the predicted ones."""
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+    with autocast(str(x.device), cpu_bf16):
         seg_logits, features, deep = model.forward_maps(x)
     true_tumor = (y == 2).float()[:, None]
     liver_w, tumor_w = region_weights(seg_logits.float().detach())
@@ -99,8 +106,8 @@ class _StepModule(torch.nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, x, y, use_true, use_amp):
-        return forward_batch(self.network, x, y, use_true, use_amp)
+    def forward(self, x, y, use_true, use_amp, cpu_bf16=False):
+        return forward_batch(self.network, x, y, use_true, use_amp, cpu_bf16)
 
 
 def evaluate_cases(model, cases, config, device):
@@ -113,7 +120,7 @@ def evaluate_cases(model, cases, config, device):
         background = 1.0 - liver - tumor
         predicted = np.where((tumor > liver) & (tumor > background), 2, np.where(liver > background, 1, 0))
         rows.append({"case_id": case.case_id, "response": case.response, "has_tumor": bool((case.label == 2).any()),
-                     "liver_dice": metrics.dice(predicted >= 1, case.label >= 1),
+                     "liver_dice": metrics.dice(predicted >= 1, (case.label == 1) | (case.label == 2)),
                      "tumor_dice": metrics.dice(predicted == 2, case.label == 2),
                      "probability": inference.response_probability(model, case_sums)})
         sums.append(case_sums.cpu())
@@ -241,6 +248,7 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
     spec = PreprocessingSpec.from_card(card)
 
     records = read_dataset(dataset_dir, config["phases"])
+    with_context = bool(config.get("context_classes"))
     train_records, val_records = split_cases(records, config["validation_fraction"], seed)
     if not train_records:
         raise InputError(dataset_dir, "no training cases after the validation split")
@@ -249,11 +257,11 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
     if ctx.distributed:
         # each rank fills the cache with its share of the cases (writes are atomic), then all read it
         for record in records[ctx.rank::ctx.world_size]:
-            if not cache_path(record, spec, cache_dir).is_file():
-                load_case(record, spec, model.size_multiple, cache_dir)
+            if not cache_path(record, spec, cache_dir, model.size_multiple, with_context).is_file():
+                load_case(record, spec, model.size_multiple, cache_dir, with_context)
         distributed.barrier()
-    train_cases = [load_case(r, spec, model.size_multiple, cache_dir) for r in train_records]
-    val_cases = [load_case(r, spec, model.size_multiple, cache_dir) for r in val_records]
+    train_cases = [load_case(r, spec, model.size_multiple, cache_dir, with_context) for r in train_records]
+    val_cases = [load_case(r, spec, model.size_multiple, cache_dir, with_context) for r in val_records]
 
     # each rank draws batch_size samples a step: the global batch is batch_size x world_size
     global_batch = config["batch_size"] * ctx.world_size
@@ -295,7 +303,8 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
         y = torch.from_numpy(labels).to(device)
         r = torch.from_numpy(responses).to(device)
         step_model.train()
-        seg_logits, logit = step_model(x, y, torch.from_numpy(use_true).to(device), use_amp)
+        seg_logits, logit = step_model(x, y, torch.from_numpy(use_true).to(device), use_amp,
+                                       bool(config.get("cpu_bf16")))
         seg_loss = losses.segmentation_loss(seg_logits, y)
         resp_loss = losses.response_loss(logit, r)
         seg_weight, response_weight = task_loss_weights(config)
@@ -359,6 +368,11 @@ def finish(model, train_cases, val_cases, config, device, run_dir, seed, log):
     """Refit the response pathway on whole cases, choose the risk cutoff, save final weights and run.json."""
     from safetensors.torch import save_file
 
+    train_ids = [c.case_id for c in train_cases]
+    if not config.get("whole_case_refit", True):
+        # the response pathway is refitted later (``refit``, on statistics computed as prediction computes
+        # them): score the validation cases only and leave the cutoff to that step
+        train_cases = []
     log("computing whole-case statistics for the response pathway")
     train_rows, train_sums = evaluate_cases(model, train_cases, config, device)
     val_rows, val_sums = evaluate_cases(model, val_cases, config, device)
@@ -372,6 +386,8 @@ def finish(model, train_cases, val_cases, config, device, run_dir, seed, log):
         refit = refit_head(model, train_sums[known_train], [train_rows[i]["response"] for i in known_train],
                            val_sums[known_val] if known_val else train_sums[:0],
                            [val_rows[i]["response"] for i in known_val], config, seed)
+    if not train_rows:
+        refit = {"kept": False, "note": "whole_case_refit is off: refit the response pathway before export"}
     with torch.no_grad():
         train_probs = torch.sigmoid(model.response_logit(train_sums)).numpy() if len(train_rows) else np.array([])
         val_probs = torch.sigmoid(model.response_logit(val_sums)).numpy() if len(val_rows) else np.array([])
@@ -389,7 +405,7 @@ def finish(model, train_cases, val_cases, config, device, run_dir, seed, log):
             len(known), youden_j),
         "head_refit": refit,
         "metrics": {"train": summarise(train_rows), "validation": summarise(val_rows)},
-        "train_cases": [c.case_id for c in train_cases],
+        "train_cases": train_ids,
         "validation_cases": [c.case_id for c in val_cases],
         "config": config,
     }

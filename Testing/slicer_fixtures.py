@@ -230,9 +230,21 @@ def paint_block(harness, segmentation_node, segment_id, reference_volume, box):
     array[...] = 0
     (k0, k1), (j0, j1), (i0, i1) = box
     array[k0:k1, j0:j1, i0:i1] = 1
-    image.Modified()
-    oriented = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(with_mask)
+    painted = array.astype(bool)
+    # the stroke merged with what the segment holds, then written as the segment's whole content:
+    # MODE_MERGE_MAX with a 0/1 image into an empty segment of a shared labelmap layer was seen to land
+    # the voxels in the layer's label 1 (another segment) in slicer-core
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if not logic.SetBinaryLabelmapToSegment(oriented, segmentation_node, segment_id, logic.MODE_MERGE_MAX):
+    with_segment = slicer.vtkMRMLLabelMapVolumeNode()
+    harness.scene.AddNode(with_segment)
+    one = vtk.vtkStringArray()
+    one.InsertNextValue(segment_id)
+    if not logic.ExportSegmentsToLabelmapNode(segmentation_node, one, with_segment, reference_volume):
+        raise RuntimeError("could not read segment {}".format(segment_id))
+    array[slicer.util.arrayFromVolume(with_segment) > 0] = 1
+    harness.scene.RemoveNode(with_segment)
+    image.Modified()
+    oriented = logic.CreateOrientedImageDataFromVolumeNode(with_mask)
+    if not logic.SetBinaryLabelmapToSegment(oriented, segmentation_node, segment_id, logic.MODE_REPLACE):
         raise RuntimeError("could not paint into segment {}".format(segment_id))
-    return array.astype(bool)
+    return painted

@@ -17,7 +17,7 @@ from TACEResponseTraining import cli
 from TACEResponseTraining.clinical_model import LogisticModel
 from TACEResponseTraining.config import load_config, task_loss_weights
 from TACEResponseTraining.model_card import network_card
-from TACEResponseTraining.synth import generate_cohort
+from TACEResponseTraining.phantoms import generate_cohort
 
 # small enough for one thread: coarse model grid, a three-level network, one tile per case
 TINY = {"spacing_mm": [8.0, 8.0, 8.0], "channels": [4, 8, 16], "head_hidden": 8, "patch_size": [32, 32, 32],

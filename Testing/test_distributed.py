@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from TACEResponseLib import image_io
 from TACEResponseTraining.config import load_config
 from TACEResponseTraining.distributed import weights_digest
-from TACEResponseTraining.synth import generate_cohort
+from TACEResponseTraining.phantoms import generate_cohort
 from TACEResponseTraining.train import train
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),

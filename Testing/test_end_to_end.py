@@ -11,7 +11,7 @@ from TACEResponseLib import cli
 from TACEResponseLib.model_package import load_package
 from TACEResponseTraining.config import load_config
 from TACEResponseTraining.export import export_run
-from TACEResponseTraining.synth import generate_cohort
+from TACEResponseTraining.phantoms import generate_cohort
 from TACEResponseTraining.train import train
 
 QUIET = {"log": lambda *args: None}

@@ -18,6 +18,17 @@ MODULE = os.path.join(ROOT, "TACEResponse")
 LIB = os.path.join(MODULE, "TACEResponseLib")
 MODULE_PY = os.path.join(MODULE, "TACEResponse.py")
 UI = os.path.join(MODULE, "Resources", "UI", "TACEResponse.ui")
+# the Slicer-side files (Qt and the application); the module file imports their classes by name
+WIDGET_PYS = [os.path.join(LIB, name) for name in ("widget.py", "widget_models.py", "widget_runs.py",
+                                                    "widget_results.py")]
+SLICER_SIDE_PYS = [MODULE_PY] + WIDGET_PYS + [os.path.join(LIB, name) for name in (
+    "module_logic.py", "parameters.py", "sample_data.py", "self_test.py", "i18n.py")]
+PARAMETERS_PY = os.path.join(LIB, "parameters.py")
+SAMPLE_DATA_PY = os.path.join(LIB, "sample_data.py")
+# the MRML glue tested against slicer-core: never Qt, never the application
+CORE_SIDE_PYS = [os.path.join(LIB, name) for name in (
+    "slicer_logic.py", "process_runner.py", "scene_io.py", "segments.py", "result_table.py", "command.py",
+    "model_choices.py", "slicer_errors.py", "environment.py", "terminology.py")]
 
 
 def _read(path):
@@ -115,6 +126,13 @@ def test_s4ext_has_its_fields_and_agrees_with_cmake_and_index():
     assert entry["build_dependencies"] == ["PyTorch"] and entry["category"] == s4ext["category"]
 
 
+def test_license_at_the_root_is_the_apache_2_0_text_pyproject_names():
+    text = _read(os.path.join(ROOT, "LICENSE"))
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
+    assert 'license = { text = "Apache-2.0" }' in _read(os.path.join(ROOT, "pyproject.toml"))
+
+
 def _png_size(path):
     with open(path, "rb") as stream:
         header = stream.read(24)
@@ -142,7 +160,7 @@ def _ui_widgets():
 
 def test_every_widget_the_code_uses_exists_in_the_ui():
     widgets = _ui_widgets()
-    used = set(re.findall(r"self\.ui\.(\w+)", _read(MODULE_PY)))
+    used = set(re.findall(r"self\.ui\.(\w+)", "".join(_read(path) for path in WIDGET_PYS)))
     assert used, "the widget code uses no ui names?"
     missing = sorted(used - set(widgets))
     assert not missing, "not in TACEResponse.ui: {}".format(missing)
@@ -156,7 +174,7 @@ def test_ui_parameter_names_match_the_parameter_node():
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 bound[widget.get("name")] = prop.find("string").text
-    module = ast.parse(_read(MODULE_PY))
+    module = ast.parse(_read(PARAMETERS_PY))
     wrapper = next(node for node in module.body if isinstance(node, ast.ClassDef)
                    and node.name == "TACEResponseParameterNode")
     fields = {node.target.id for node in wrapper.body if isinstance(node, ast.AnnAssign)}
@@ -171,10 +189,11 @@ def test_ui_parameter_names_match_the_parameter_node():
 
 
 def test_module_follows_the_scripted_module_template():
-    text = _read(MODULE_PY)
-    module = ast.parse(text)
-    classes = {node.name: [b.id for b in node.bases if isinstance(b, ast.Name)] for node in module.body
-               if isinstance(node, ast.ClassDef)}
+    text = "".join(_read(path) for path in SLICER_SIDE_PYS)
+    classes = {}
+    for path in SLICER_SIDE_PYS:
+        classes.update({node.name: [b.id for b in node.bases if isinstance(b, ast.Name)]
+                        for node in ast.parse(_read(path)).body if isinstance(node, ast.ClassDef)})
     assert classes["TACEResponse"] == ["ScriptedLoadableModule"]
     assert "ScriptedLoadableModuleWidget" in classes["TACEResponseWidget"]
     assert classes["TACEResponseLogic"] == ["ScriptedLoadableModuleLogic"]
@@ -243,8 +262,35 @@ def test_module_code_compiles_with_a_real_python_3_9():
     assert result.returncode == 0, result.stderr
 
 
+def test_module_file_is_a_thin_shell_that_names_its_parts():
+    """Like SlicerNNUNet: the module file holds metadata and start-up; Slicer finds the widget, logic, test
+    and parameter node classes in it by name, imported from TACEResponseLib."""
+    text = _read(MODULE_PY)
+    assert len(text.splitlines()) <= 110
+    for module, name in (("widget", "TACEResponseWidget"), ("module_logic", "TACEResponseLogic"),
+                         ("self_test", "TACEResponseTest"), ("parameters", "TACEResponseParameterNode")):
+        assert "from TACEResponseLib.{} import {}".format(module, name) in text, name
+    # one job per file: none of the split files grows back into a second module file
+    for path in SLICER_SIDE_PYS[1:] + CORE_SIDE_PYS:
+        assert len(_read(path).splitlines()) <= 400, path
+
+
+def test_slicer_side_files_have_no_undefined_names():
+    """pyflakes over the files only Slicer can run: a name lost in the split would break the module there."""
+    pyflakes = pytest.importorskip("pyflakes.api")
+    import io
+
+    from pyflakes import reporter
+
+    for path in SLICER_SIDE_PYS + CORE_SIDE_PYS:
+        out = io.StringIO()
+        pyflakes.check(_read(path), path, reporter.Reporter(out, out))
+        problems = [line for line in out.getvalue().splitlines() if "undefined name" in line or "invalid syntax" in line]
+        assert not problems, problems
+
+
 def test_slicer_logic_never_imports_qt_or_the_application():
-    for name in ("slicer_logic.py", "process_runner.py"):
+    for name in [os.path.basename(path) for path in CORE_SIDE_PYS]:
         source = _read(os.path.join(LIB, name))
         tree = ast.parse(source)
         imported = set()
@@ -265,7 +311,7 @@ def test_slicer_logic_never_imports_qt_or_the_application():
 
 
 def _constant(name):
-    tree = ast.parse(_read(MODULE_PY))
+    tree = ast.parse(_read(SAMPLE_DATA_PY))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return ast.literal_eval(node.value)
@@ -275,7 +321,7 @@ def _constant(name):
 def test_sample_ct_checksum_is_a_constant_that_matches_the_file():
     path = os.path.join(MODULE, "Resources", "SampleData", _constant("SAMPLE_CT_FILE"))
     checksum = _constant("SAMPLE_CT_SHA256")
-    source = _read(MODULE_PY)
+    source = _read(SAMPLE_DATA_PY)
     register = next(node for node in ast.parse(source).body
                     if isinstance(node, ast.FunctionDef) and node.name == "registerSampleData")
     body = ast.get_source_segment(source, register)
@@ -298,6 +344,7 @@ def test_docs_explain_the_slicer_module_with_the_panel_picture():
     for needle in ("Extension", "Predict", "Segment Editor", "Update", "Cancel", "offline", "self-test"):
         assert needle in text, needle
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert "Resources/Screenshots/panel.png" in pictures
+    assert "Resources/Screenshots/slicer_views.png" in pictures  # a real result, rendered by scripts/render_slicer_views.py
+    assert os.path.isfile(os.path.join(ROOT, "scripts", "render_slicer_views.py"))
     for picture in pictures:
         assert os.path.isfile(os.path.normpath(os.path.join(ROOT, picture))), picture

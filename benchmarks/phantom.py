@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 import SimpleITK as sitk
 
-from TACEResponseTraining.synth import case_rng, generate_case
+from TACEResponseTraining.phantoms import case_rng, generate_case
 
 
 def make_phantom(out_path, size=(512, 512, 300), spacing=(0.7, 0.7, 1.0), seed=0, label_path=None):

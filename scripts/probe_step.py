@@ -1,6 +1,6 @@
 """Seconds per training step of a config on a device (random data), to size a time-boxed training run.
 
-    python scripts/probe_step.py CONFIG.json [--device cuda] [--steps 20]
+    python scripts/probe_step.py CONFIG.json [--device cuda] [--steps 20] [--cpu-bf16]
 """
 
 import argparse
@@ -18,8 +18,12 @@ def main():
     parser.add_argument("config")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on the CPU")
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     config = load_config(args.config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_network(network_card(config)).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     amp = args.device.startswith("cuda")
@@ -31,7 +35,8 @@ def main():
             if amp:
                 torch.cuda.synchronize()
             started = time.perf_counter()
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+        with torch.autocast(device_type="cuda" if amp else "cpu", dtype=torch.float16 if amp else torch.bfloat16,
+                            enabled=amp or args.cpu_bf16):
             logits, _, _ = model.forward_maps(x)
             loss = torch.nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad()

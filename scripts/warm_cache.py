@@ -16,8 +16,8 @@ from TACEResponseTraining.model_card import network_card
 
 
 def _job(args):
-    record, spec, multiple, cache_dir = args
-    load_case(record, spec, multiple, cache_dir)
+    record, spec, multiple, cache_dir, with_context = args
+    load_case(record, spec, multiple, cache_dir, with_context)
     return record.case_id
 
 
@@ -30,10 +30,12 @@ def main():
     args = parser.parse_args()
     jobs = []
     for path in args.configs:
-        card = network_card(load_config(path))
+        config = load_config(path)
+        card = network_card(config)
         spec = PreprocessingSpec.from_card(card)
         multiple = build_network(card).size_multiple
-        jobs += [(record, spec, multiple, args.cache) for record in read_dataset(args.dataset, spec.phases)]
+        jobs += [(record, spec, multiple, args.cache, bool(config.get("context_classes")))
+                 for record in read_dataset(args.dataset, spec.phases)]
     with multiprocessing.Pool(args.workers) as pool:
         for done, _ in enumerate(pool.imap_unordered(_job, jobs), 1):
             if done % 50 == 0 or done == len(jobs):

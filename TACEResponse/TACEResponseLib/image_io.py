@@ -385,6 +385,15 @@ def _read_dicom_folder(path, warnings):
     files, n_series = find_dicom_series(path)
     if n_series > 1:
         warnings.append("{}: {} DICOM series found; using the largest ({} files)".format(path, n_series, len(files)))
+    return read_dicom_files(path, files)
+
+
+def read_dicom_files(path, files):
+    """Read the slices ``files`` (one series, any order) as a volume, checked as a folder input is.
+
+    Messages name ``path`` (the study folder the user gave). Used for a series picked out of a study.
+    """
+    _quiet()
     if len(files) == 1:
         # one file: a single slice, or an enhanced multi-frame object holding the whole volume
         return _read_file(path, files[0])
@@ -484,6 +493,15 @@ def read_image(path):
         raise InputError(path, "is not a regular file or a folder")
     else:
         image = _read_file(path, path)
+    return _checked_volume(path, image), warnings
+
+
+def read_dicom_series(path, files):
+    """Read one series (its slice files) out of the study folder ``path``. Returns (image, warnings)."""
+    return _checked_volume(str(path), read_dicom_files(str(path), [str(f) for f in files])), []
+
+
+def _checked_volume(path, image):
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     # what the assembled volume turned out to be (DICOM series spacing is only known now)
@@ -493,7 +511,7 @@ def read_image(path):
     if array.dtype.kind in "fc" and not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(path, "contains {} NaN or infinite voxel value(s)".format(bad))
-    return image, warnings
+    return image
 
 
 def read_mask(path):

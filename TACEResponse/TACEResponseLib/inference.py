@@ -11,11 +11,11 @@ from .tiling import plan_tiles
 
 
 @torch.inference_mode()
-def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_tile=None):
+def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_tile=None, liver_mask=None):
     """Run one network over ``volume`` (channels, z, y, x; sizes multiples of network.size_multiple).
 
-    Returns (liver probability, tumor probability, pooled sums tensor of shape (1, n)). ``tumor_mask``
-    (z, y, x) replaces the predicted tumor in the pooled statistics only.
+    Returns (liver probability, tumor probability, pooled sums tensor of shape (1, n)). ``tumor_mask`` and
+    ``liver_mask`` (z, y, x) replace the predicted tumor and liver in the pooled statistics only.
     """
     multiple = network.size_multiple
     tiles = list(plan_tiles(volume.shape[1:], max_tile, margin, multiple))
@@ -30,11 +30,11 @@ def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_t
         inner = tuple(slice(c.start - t.start, c.stop - t.start) for c, t in zip(core, tile))
         inner_deep = tuple(slice(s.start // multiple, s.stop // multiple) for s in inner)
         keep = (slice(None), slice(None))
-        mask_tile = None
-        if tumor_mask is not None:
-            mask_tile = torch.from_numpy(np.ascontiguousarray(tumor_mask[tile]))[None, None].to(device)
+        mask_tile, liver_tile = (None if mask is None else
+                                 torch.from_numpy(np.ascontiguousarray(mask[tile]))[None, None].to(device)
+                                 for mask in (tumor_mask, liver_mask))
         # weights on the whole tile: the histogram regions look one voxel beyond the core
-        liver_w, tumor_w = region_weights(seg_logits.float(), mask_tile)
+        liver_w, tumor_w = region_weights(seg_logits.float(), mask_tile, liver_tile)
         regions = network.histogram_regions(liver_w, tumor_w)
         tile_sums = network.pooled_sums(features[keep + inner].float(), deep[keep + inner_deep].float(),
                                         liver_w[keep + inner], tumor_w[keep + inner], image=x[keep + inner],

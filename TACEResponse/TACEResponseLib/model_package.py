@@ -129,7 +129,8 @@ def localizer_card(card):
     entry = card["localizer"]
     preprocessing = dict(card["preprocessing"], spacing_mm=list(entry["spacing_mm"]))
     network = {"architecture": "MultiDL", "channels": list(entry["channels"]),
-               "head_hidden": int(entry.get("head_hidden", 32)), "intensity_bins": int(entry.get("intensity_bins", 0))}
+               "head_hidden": int(entry.get("head_hidden", 32)), "intensity_bins": int(entry.get("intensity_bins", 0)),
+               "context_classes": list(entry.get("context_classes", []))}
     inference = {"tile_size": list(entry.get("tile_size", [128, 128, 128])),
                  "tile_margin": int(entry.get("tile_margin", 8))}
     return dict(card, preprocessing=preprocessing, network=network, inference=inference)
@@ -147,7 +148,8 @@ def build_network(card):
     net = card["network"]
     spacing = card["preprocessing"]["spacing_mm"]
     return MultiDL(in_channels=len(card["inputs"]["phases"]), channels=tuple(net["channels"]),
-                   n_classes=1 + len(card["labels"]), head_hidden=int(net.get("head_hidden", 32)),
+                   n_classes=1 + len(card["labels"]) + len(net.get("context_classes", [])),
+                   head_hidden=int(net.get("head_hidden", 32)),
                    voxel_volume_ml=spacing[0] * spacing[1] * spacing[2] / 1000.0,
                    intensity_bins=int(net.get("intensity_bins", 0)),
                    intensity_window_hu=tuple(card["preprocessing"]["intensity_window_hu"]))
@@ -299,8 +301,8 @@ def download(url, target, expected_sha256, progress=None):
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 done += len(block)
-                if progress and total:
-                    progress(done / total)
+                if progress:  # every block, so a Cancel in the callback works; None: size unknown
+                    progress(done / total if total else None)
         actual = sha256_of(partial)
         if actual != expected_sha256.lower():
             raise ModelError("{}: downloaded file SHA-256 {} does not match the registry ({})".format(

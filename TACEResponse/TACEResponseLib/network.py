@@ -210,15 +210,18 @@ class MultiDL(nn.Module):
         return seg_logits, self.response_logit(self.pooled_sums(features, deep, liver_w, tumor_w, image=x))
 
 
-def region_weights(seg_logits, tumor_mask=None):
-    """Liver and tumor weight maps from the segmentation, or from a given tumor mask.
+def region_weights(seg_logits, tumor_mask=None, liver_mask=None):
+    """Liver and tumor weight maps from the segmentation, or from a given tumor and/or liver mask.
 
-    With a mask, tumor = the mask and liver = predicted liver-or-tumor outside it, so voxels the user
+    With a tumor mask, tumor = the mask and liver = predicted liver-or-tumor outside it, so voxels the user
     removed from the tumor count as liver parenchyma and voxels they added stop counting as liver.
+    With a liver mask (the whole organ, tumor included or not), liver = the mask outside the tumor.
     """
     probs = torch.softmax(seg_logits, dim=1)
     liver, tumor = probs[:, LIVER:LIVER + 1], probs[:, TUMOR:TUMOR + 1]
-    if tumor_mask is None:
+    if tumor_mask is None and liver_mask is None:
         return liver, tumor
-    tumor_mask = tumor_mask.to(probs.dtype)
-    return (liver + tumor) * (1.0 - tumor_mask), tumor_mask
+    organ = liver + tumor if liver_mask is None else liver_mask.to(probs.dtype)
+    if tumor_mask is not None:
+        tumor = tumor_mask.to(probs.dtype)
+    return organ * (1.0 - tumor), tumor

@@ -11,12 +11,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from . import inference, measurements, preprocessing
+from . import anatomy, inference, measurements, preprocessing
 from .errors import InputError
 from .model_package import localizer_card
 
 MIN_LIVER_ML = 300.0
 MAX_LIVER_ML = 6000.0
+# the response pathway pools again over the post-processed segmentation when it removed at least this much
+REPOOL_MIN_ML = 1.0
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Prediction:
     device: str
     timings_s: Dict[str, float] = field(default_factory=dict)
     tumor_source: str = "predicted"
+    liver_source: str = "predicted"
 
 
 def choose_device(requested="auto"):
@@ -44,28 +47,6 @@ def choose_device(requested="auto"):
     if requested not in ("cpu", "cuda", "mps"):
         raise InputError(None, "unknown device {!r}: use auto, cpu, cuda or mps".format(requested))
     return requested
-
-
-def _largest_organ_region(liver, tumor):
-    """Mask of the largest connected region where liver or tumor is the most likely class (None if none)."""
-    organ = (liver + tumor) > np.maximum(1.0 - liver - tumor, 0.0)
-    if not organ.any():
-        return None
-    components = sitk.GetArrayFromImage(
-        sitk.ConnectedComponent(sitk.GetImageFromArray(organ.astype(np.uint8)), True))
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(np.argmax(sizes))
-
-
-def _keep_largest_organ(liver, tumor):
-    """Zero the probabilities outside the largest connected liver-or-tumor region (false positives)."""
-    keep = _largest_organ_region(liver, tumor)
-    if keep is None:
-        return liver, tumor
-    # grow by one voxel so soft boundary probabilities next to the kept region survive
-    keep = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(keep.astype(np.uint8)), [1, 1, 1])) > 0
-    return liver * keep, tumor * keep
 
 
 def _mask_box(mask_image):
@@ -112,16 +93,16 @@ class Predictor:
         (localiser, region, tiles), without the label map: what refitting the response pathway needs."""
         box = self._locate(images, paths, None)[0] if self.localizer is not None else None
         prepared = preprocessing.prepare(images, self.spec, paths, box=box, check_intensities=box is None)
-        return self._infer(prepared, None, self.device)[3]
+        return self._segment(prepared, None, None)[3]
 
-    def predict(self, images, paths=(), tumor_mask=None, tumor_mask_path=None):
+    def predict(self, images, paths=(), tumor_mask=None, tumor_mask_path=None, liver_mask=None, liver_mask_path=None):
         timings = {}
         warnings = []
         box = None
         if self.localizer is not None:
             started = time.perf_counter()
             self.progress("localize", 0.0)
-            box, warnings = self._locate(images, paths, tumor_mask)
+            box, warnings = self._locate(images, paths, tumor_mask, liver_mask)
             timings["localize"] = time.perf_counter() - started
         started = time.perf_counter()
         self.progress("preprocess", 0.0)
@@ -131,21 +112,29 @@ class Predictor:
         if tumor_mask is not None:
             mask_on_grid, mask_warnings = self._check_mask(tumor_mask, images[0], prepared.grid, tumor_mask_path)
             warnings += mask_warnings
+        liver_on_grid = None
+        if liver_mask is not None:
+            liver_on_grid, mask_warnings = self._check_mask(liver_mask, images[0], prepared.grid, liver_mask_path,
+                                                            "liver mask")
+            warnings += mask_warnings
         timings["preprocess"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        liver, tumor, logits, device_used, device_warnings = self._run_networks(prepared, mask_on_grid)
-        warnings += device_warnings
+        liver, tumor, logits, _, device_used, network_warnings = self._segment(prepared, mask_on_grid, liver_on_grid)
+        warnings += network_warnings
         timings["network"] = time.perf_counter() - started
 
         started = time.perf_counter()
         self.progress("postprocess", 0.0)
-        liver, tumor = _keep_largest_organ(liver, tumor)
         label_image = preprocessing.probabilities_to_image(liver, tumor, prepared.grid, images[0])
         tumor_source = "predicted"
         if tumor_mask is not None:
             label_image = self._apply_mask(label_image, tumor_mask)
             tumor_source = "user mask"
+        liver_source = "predicted"
+        if liver_mask is not None:  # after the tumor: the given liver bounds the organ, the tumor stays
+            label_image = self._apply_liver_mask(label_image, liver_mask)
+            liver_source = "user mask"
         measured = measurements.measure(label_image, self.liver_value, self.tumor_value)
         warnings += self._content_warnings(measured, tumor_mask is not None)
         timings["postprocess"] = time.perf_counter() - started
@@ -156,9 +145,9 @@ class Predictor:
         self.progress("done", 1.0)
         return Prediction(label_image, probability, probabilities, "low" if probability >= cutoff else "high",
                           cutoff, measured, warnings, device_used, {k: round(v, 3) for k, v in timings.items()},
-                          tumor_source)
+                          tumor_source, liver_source)
 
-    def _locate(self, images, paths, tumor_mask):
+    def _locate(self, images, paths, tumor_mask, liver_mask=None):
         """Physical box around the liver found on the coarse grid (plus the user's tumor mask), and the
         whole-volume warnings. None (process everything) when no liver is found."""
         coarse = preprocessing.prepare(images, self.localizer_spec, paths)
@@ -170,8 +159,8 @@ class Predictor:
                                                 self.localizer_margin)
         self.localizer.to("cpu")
         valid = tuple(slice(0, s.stop - s.start) for s in crop)
-        region = _largest_organ_region(liver[valid], tumor[valid])
-        if region is None:
+        region = anatomy.largest_component(anatomy.organ_mask(liver[valid], tumor[valid]))
+        if not region.any():
             warnings.append("the coarse pass found no liver; the whole field of view was processed")
             return None, warnings
         spacing, origin = np.asarray(coarse.grid.spacing), np.asarray(coarse.grid.origin)
@@ -180,21 +169,21 @@ class Predictor:
         # the coarse voxels' own half-width plus a margin for what the coarse pass under-segments
         reach = spacing / 2.0 + self.roi_margin_mm
         low, high = origin + first * spacing - reach, origin + last * spacing + reach
-        if tumor_mask is not None:
-            mask_box = _mask_box(tumor_mask)
+        for user_mask in (tumor_mask, liver_mask):
+            mask_box = _mask_box(user_mask) if user_mask is not None else None
             if mask_box is not None:
                 low, high = np.minimum(low, mask_box[0] - reach), np.maximum(high, mask_box[1] + reach)
         return (low, high), warnings
 
-    def _check_mask(self, mask_image, reference, grid, path):
+    def _check_mask(self, mask_image, reference, grid, path, what="tumor mask"):
         if mask_image.GetDimension() != 3:
-            raise InputError(path, "tumor mask must be a 3D image")
+            raise InputError(path, "{} must be a 3D image".format(what))
         warnings = []
         if not preprocessing.same_grid(mask_image, reference):
-            warnings.append("{}: tumor mask geometry differs from the image; resampled onto it".format(path))
+            warnings.append("{}: {} geometry differs from the image; resampled onto it".format(path, what))
         on_grid = preprocessing.mask_to_grid(mask_image, grid)
         if not on_grid.any():
-            warnings.append("{}: tumor mask is empty".format(path))
+            warnings.append("{}: {} is empty".format(path, what))
         return on_grid, warnings
 
     def _apply_mask(self, label_image, mask_image):
@@ -205,6 +194,18 @@ class Predictor:
         inside = sitk.GetArrayViewFromImage(mask) > 0
         labels[labels == self.tumor_value] = self.liver_value
         labels[inside] = self.tumor_value
+        out = sitk.GetImageFromArray(labels)
+        out.CopyInformation(label_image)
+        return out
+
+    def _apply_liver_mask(self, label_image, mask_image):
+        """The user's liver replaces the predicted one: liver = the mask outside the tumor, nothing beyond it."""
+        mask = sitk.Resample(sitk.Cast(sitk.NotEqual(mask_image, 0), sitk.sitkUInt8), label_image,
+                             sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        labels = sitk.GetArrayFromImage(label_image)
+        inside = sitk.GetArrayViewFromImage(mask) > 0
+        labels[(labels == self.liver_value) & ~inside] = 0
+        labels[inside & (labels != self.tumor_value)] = self.liver_value
         out = sitk.GetImageFromArray(labels)
         out.CopyInformation(label_image)
         return out
@@ -222,21 +223,36 @@ class Predictor:
                 "in the given mask" if user_mask else "found"))
         return warnings
 
-    def _run_networks(self, prepared, mask_on_grid):
+    def _segment(self, prepared, mask_on_grid, liver_on_grid):
+        """Networks, then anatomical post-processing (:mod:`anatomy`). When that removed something, the
+        response pathway pools again over the corrected segmentation, so the probability is not computed from
+        labels the output no longer has (a given mask still wins over the corrected prediction). Returns
+        liver and tumor probabilities on the prepared grid, logits, pooled sums, device and warnings."""
+        liver, tumor, logits, pooled, device, warnings = self._run_networks(prepared, mask_on_grid, liver_on_grid)
+        liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing)
+        warnings += report.warnings()
+        if report.removed_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
+            tumor_weight = mask_on_grid if mask_on_grid is not None else tumor
+            organ_weight = liver_on_grid if liver_on_grid is not None else np.minimum(liver + tumor, 1.0)
+            _, _, logits, pooled, device, more = self._run_networks(prepared, tumor_weight, organ_weight)
+            warnings += [w for w in more if w not in warnings]
+        return liver, tumor, logits, pooled, device, warnings
+
+    def _run_networks(self, prepared, mask_on_grid, liver_on_grid=None):
         """Run every network of the package; on CUDA out-of-memory, fall back to CPU and say so."""
         warnings = []
         try:
-            liver, tumor, logits, _ = self._infer(prepared, mask_on_grid, self.device)
-            return liver, tumor, logits, self.device, warnings
+            liver, tumor, logits, pooled = self._infer(prepared, mask_on_grid, self.device, liver_on_grid)
+            return liver, tumor, logits, pooled, self.device, warnings
         except torch.cuda.OutOfMemoryError:
             if self.device != "cuda":
                 raise
             torch.cuda.empty_cache()
             warnings.append("GPU ran out of memory; prediction was rerun on the CPU")
-            liver, tumor, logits, _ = self._infer(prepared, mask_on_grid, "cpu")
-            return liver, tumor, logits, "cpu (fallback from cuda: out of memory)", warnings
+            liver, tumor, logits, pooled = self._infer(prepared, mask_on_grid, "cpu", liver_on_grid)
+            return liver, tumor, logits, pooled, "cpu (fallback from cuda: out of memory)", warnings
 
-    def _infer(self, prepared, mask_on_grid, device):
+    def _infer(self, prepared, mask_on_grid, device, liver_on_grid=None):
         """Mean liver and tumor probabilities on the prepared grid, and each network's response logit and
         pooled sums."""
         multiple = self.networks[0].size_multiple
@@ -244,6 +260,7 @@ class Predictor:
         mask = None
         if mask_on_grid is not None:
             mask = np.pad(mask_on_grid[crop], [(0, p) for p in pads])
+        liver_mask = None if liver_on_grid is None else np.pad(liver_on_grid[crop], [(0, p) for p in pads])
         liver_sum = np.zeros(volume.shape[1:], np.float32)
         tumor_sum = np.zeros(volume.shape[1:], np.float32)
         logits, pooled = [], []
@@ -252,7 +269,7 @@ class Predictor:
             def on_tile(fraction, index=index):
                 self.progress("network", (index + fraction) / len(self.networks))
             liver, tumor, sums = inference.run_network(network, volume, device, self.max_tile, self.margin, mask,
-                                                       on_tile)
+                                                       on_tile, liver_mask)
             liver_sum += liver
             tumor_sum += tumor
             with torch.inference_mode():

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from TACEResponseTraining import response_model as rm
-from TACEResponseTraining import synth
+from TACEResponseTraining import phantoms as synth
+from TACEResponseTraining.phantoms import acquisition  # noqa: F401  (monkeypatched below)
+from TACEResponseTraining.metrics import roc_auc
+from TACEResponseTraining.phantoms import outcome as rm
 
 SCALE = 3.0
 SEED = 6  # with 7 cases: one lesion-free case, responders and non-responders
@@ -49,7 +51,8 @@ def test_same_seed_identical_arrays():
     b = synth.generate_case(synth.case_rng(7, 2), "b", size_scale=SCALE)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a.images["portal_venous"]), sitk.GetArrayFromImage(b.images["portal_venous"]))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a.label), sitk.GetArrayFromImage(b.label))
-    assert a.lesions == b.lesions and a.os_time == b.os_time
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a.context), sitk.GetArrayFromImage(b.context))
+    assert a.lesions == b.lesions and a.os_time == b.os_time and a.meta == b.meta
     c = synth.generate_case(synth.case_rng(8, 2), "c", size_scale=SCALE)
     assert c.meta != a.meta
 
@@ -68,7 +71,7 @@ def test_workers_match_serial_and_n_cases(cohort, tmp_path):
     cols2, rows2 = _read_csv(out2 / "dataset.csv")
     assert cols1 == cols2 and rows2 == rows1[:3]
     for row in rows2:
-        for key in ("image_arterial", "image_portal_venous", "label"):
+        for key in ("image_arterial", "image_portal_venous", "label", "context_label"):
             np.testing.assert_array_equal(_arr(out1 / row[key]), _arr(out2 / row[key]))
         cid = row["case_id"]
         assert info2["true_probability"][cid] == info1["true_probability"][cid]
@@ -79,7 +82,7 @@ def test_files_and_geometry(cohort):
     assert calls[-1] == (N_CASES, N_CASES) and len(calls) == N_CASES
     cols, rows = _read_csv(out / "dataset.csv")
     assert cols == [
-        "case_id", "image_arterial", "image_portal_venous", "label", "response", "os_time", "os_event",
+        "case_id", "image_arterial", "image_portal_venous", "label", "context_label", "response", "os_time", "os_event",
         "ttp_time", "ttp_event", "age", "sex", "afp", "bclc", "child_pugh", "tumor_count", "max_diameter_mm",
     ]
     assert [r["case_id"] for r in rows] == [f"synth_{i:04d}" for i in range(N_CASES)]
@@ -87,6 +90,11 @@ def test_files_and_geometry(cohort):
         lab = sitk.ReadImage(str(out / r["label"]))
         assert lab.GetPixelID() == sitk.sitkUInt8
         assert set(np.unique(sitk.GetArrayViewFromImage(lab))) <= {0, 1, 2}
+        context = sitk.ReadImage(str(out / r["context_label"]))
+        assert context.GetPixelID() == sitk.sitkUInt8 and context.GetSize() == lab.GetSize()
+        assert set(np.unique(sitk.GetArrayViewFromImage(context))) <= set(range(len(synth.CONTEXT_NAMES) + 1))
+        # a voxel is liver/tumour or a neighbouring organ, never both
+        assert not ((sitk.GetArrayViewFromImage(context) > 0) & (sitk.GetArrayViewFromImage(lab) > 0)).any()
         for ph in PHASES:
             rel = r[f"image_{ph}"]
             assert "\\" not in rel and not os.path.isabs(rel)
@@ -134,7 +142,7 @@ def test_bayes_auc_matches_sklearn(cohort):
     rng = np.random.default_rng(0)
     yy = rng.integers(0, 2, 300)
     ss = np.round(rng.random(300), 1)  # many ties
-    assert synth.roc_auc(yy, ss) == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
+    assert roc_auc(yy, ss) == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
 
 
 def test_liver_and_tumour_hu(cohort):
@@ -145,28 +153,108 @@ def test_liver_and_tumour_hu(cohort):
         lab = _arr(out / r["label"])
         pv = _arr(out / r["image_portal_venous"]).astype(float)
         art = _arr(out / r["image_arterial"]).astype(float)
-        assert 90 <= pv[lab == 1].mean() <= 140
         case = info["cases"][r["case_id"]]
         liver_hu = case["meta"]["liver_hu"]
+        assert 40 <= liver_hu["native"] <= 70 and liver_hu["native"] < liver_hu["portal_venous"] <= 160
+        assert 30 <= pv[lab == 1].mean() <= 200
+        factor = {"hypo": 1.0, "iso": 0.2, "hyper": -0.6, "infiltrative": 0.3}
         for les in case["lesions"]:  # documented enhancement model
             v = les["vascularity"]
-            assert les["hu"]["portal_venous"] == pytest.approx(liver_hu["portal_venous"] - (5 + 40 * v), abs=0.02)
+            washout = (5 + 40 * v) * factor[les["density"]]
+            assert les["hu"]["portal_venous"] == pytest.approx(liver_hu["portal_venous"] - washout, abs=0.02)
             assert les["hu"]["arterial"] == pytest.approx(liver_hu["arterial"] + 30 + 90 * v, abs=0.02)
-        voxel_ml = np.prod(case["meta"]["spacing"]) / 1000
-        if (lab == 2).sum() * voxel_ml < 10:
-            continue  # tiny lesions are dominated by partial volume at this scale
-        checked += 1
-        # washout: tumour darker than liver in the portal-venous phase
+
+
+def test_hypodense_lesions_wash_out_in_the_image():
+    """In portal venous timing a hypodense lesion is darker than the liver, and a hypervascular one brighter in
+    the arterial phase: read from the rendered images, not from the tables."""
+    checked = 0
+    for i in range(40):
+        res = synth.generate_case(synth.case_rng(5, i), "x", phases=PHASES, size_scale=SCALE)
+        lab = sitk.GetArrayViewFromImage(res.label)
+        voxel_ml = np.prod(res.meta["spacing"]) / 1000
+        if (lab == 2).sum() * voxel_ml < 10 or res.meta["contrast_timing"] != [0.0, 1.0] \
+                or any(les["density"] != "hypo" for les in res.lesions):
+            continue  # tiny lesions are dominated by partial volume at this scale; other timings differ
+        pv = sitk.GetArrayViewFromImage(res.images["portal_venous"]).astype(float)
+        art = sitk.GetArrayViewFromImage(res.images["arterial"]).astype(float)
         assert np.median(pv[lab == 2]) < np.median(pv[lab == 1])
-        f = case["features"]
+        f = res.features
         if f["vascularity_w"] > 0.5 and f["necrosis_w"] < 0.3:  # arterial hyper-enhancement
             assert np.median(art[lab == 2]) > np.median(art[lab == 1])
+        checked += 1
+        if checked == 3:
+            break
     assert checked >= 2
+
+
+def _centroid_mm(img, mask):
+    return _physical_points(img, mask).mean(axis=0)
+
+
+def test_context_organs_sit_where_anatomy_puts_them():
+    """Spleen on the patient's left and posterior, kidneys beside the spine and behind the liver's centre,
+    heart above the liver; stomach and bowel hold gas or contents; reproducible from the seed."""
+    seen = set()
+    for i in range(6):
+        res = synth.generate_case(synth.case_rng(31, i), "x", size_scale=2.0)
+        img = res.images["portal_venous"]
+        ctx = sitk.GetArrayViewFromImage(res.context)
+        lab = sitk.GetArrayViewFromImage(res.label)
+        hu = sitk.GetArrayViewFromImage(img)
+        liver = _centroid_mm(img, lab > 0)
+        names = {name: k + 1 for k, name in enumerate(synth.CONTEXT_NAMES)}
+        if (ctx == names["spleen"]).sum() > 50:
+            spleen = _centroid_mm(img, ctx == names["spleen"])
+            assert spleen[0] > liver[0] + 60  # LPS: +x is the patient's left
+            seen.add("spleen")
+        if (ctx == names["kidney"]).sum() > 50:
+            kidney = _physical_points(img, ctx == names["kidney"])
+            assert (kidney[:, 0] < liver[0] + 40).any() and (kidney[:, 0] > liver[0] + 80).any()  # both sides
+            seen.add("kidney")
+        if (ctx == names["heart"]).sum() > 50:
+            assert _centroid_mm(img, ctx == names["heart"])[2] > liver[2]
+            seen.add("heart")
+        gi = ctx == names["stomach_bowel"]
+        if gi.sum() > 50:
+            seen.add("stomach_bowel")
+            assert (hu[gi] < -400).any() or (hu[gi] > 120).any() or hu[gi].std() > 10  # gas, contrast or contents
+        assert not ((ctx > 0) & (lab > 0)).any()
+    assert {"spleen", "kidney", "stomach_bowel"} <= seen
+
+
+def test_appearance_randomisation_moves_neighbours_but_keeps_the_liver_contrast():
+    from TACEResponseTraining.phantoms import appearance, tissues
+
+    moved = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        hu = appearance._sample_tissue_hu(rng)
+        out = appearance._randomise_appearance(rng, hu)
+        np.testing.assert_array_equal(out[:, tissues.LIVER], hu[:, tissues.LIVER])
+        moved += int(not np.array_equal(out[:, tissues.SPLEEN], hu[:, tissues.SPLEEN]))
+    assert 5 <= moved <= 35  # about half the cases, and not all
+
+
+def test_thick_slices_are_rendered_as_centred_sub_slices():
+    """Partial volume: a 5 mm slice averages 4 sub-slices whose centre is the slice's centre."""
+    from TACEResponseTraining.phantoms import acquisition
+
+    n = np.array([10, 12, 7])
+    spacing = np.array([0.8, 0.8, 5.0])
+    grid = {"kind": "identity", "sub": 4, "spacing": spacing, "size": n, "direction": np.eye(3),
+            "center": np.array([1.0, 2.0, 3.0]), "p0": np.zeros(3)}
+    axes, _ = acquisition._render_axes(grid)
+    zs = axes[2]
+    assert len(zs) == 7 * 4
+    slice_centres = grid["center"][2] - spacing[2] * (n[2] - 1) / 2 + spacing[2] * np.arange(n[2])
+    np.testing.assert_allclose(zs.reshape(7, 4).mean(axis=1), slice_centres, atol=1e-9)
+    np.testing.assert_allclose(np.diff(zs), 1.25, atol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["flip", "oblique"])
 def test_liver_on_patient_right_in_physical_space(monkeypatch, kind):
-    monkeypatch.setattr(synth, "_ORIENTATION_WEIGHTS", {"identity": 0.0, "flip": 0.0, "oblique": 0.0, kind: 1.0})
+    monkeypatch.setattr(synth.acquisition, "_ORIENTATION_WEIGHTS", {"identity": 0.0, "flip": 0.0, "oblique": 0.0, kind: 1.0})
     directions = set()
     for i in range(3):
         res = synth.generate_case(synth.case_rng(21, i), "x", size_scale=SCALE)

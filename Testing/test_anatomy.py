@@ -1,0 +1,107 @@
+"""Anatomical post-processing on constructed probability maps: one liver, tumor in or on it, no holes."""
+
+import numpy as np
+import pytest
+
+from TACEResponseLib import anatomy
+
+SPACING = (2.0, 2.0, 2.0)
+SHAPE = (60, 80, 100)  # z, y, x
+
+
+def _ball(centre, radius):
+    z, y, x = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius ** 2
+
+
+def _maps(liver_mask, tumor_mask=None, confidence=0.9):
+    """Probability maps where the given masks are the most likely class."""
+    liver = np.where(liver_mask, confidence, 0.02).astype(np.float32)
+    tumor = np.zeros(SHAPE, np.float32)
+    if tumor_mask is not None:
+        tumor[tumor_mask] = confidence
+        liver[tumor_mask] = 0.05
+    return liver, tumor
+
+
+def _labels(liver, tumor):
+    background = 1.0 - liver - tumor
+    return np.where((tumor > liver) & (tumor > background), 2, np.where(liver + tumor > background, 1, 0))
+
+
+LIVER = _ball((30, 40, 35), 18)
+
+
+def test_a_blob_in_the_stomach_is_removed():
+    stomach = _ball((30, 40, 80), 10)  # separate from the liver: a false tumor in the stomach
+    liver, tumor = _maps(LIVER, stomach)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert not labels[stomach].any()
+    assert (labels[LIVER] == 1).all()
+    assert report.removed_organ_ml == pytest.approx(stomach.sum() * 8 / 1000, rel=0.01)
+    assert any("removed" in w for w in report.warnings())
+
+
+def test_a_spleen_joined_by_a_thin_bridge_is_removed():
+    spleen = _ball((30, 40, 80), 12)
+    bridge = np.zeros(SHAPE, bool)
+    bridge[29:31, 39:41, 50:70] = True  # 4 mm thick: what a leaking network draws along an organ contact
+    liver, tumor = _maps(LIVER | spleen | bridge)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert not labels[spleen].any()
+    assert (labels[LIVER] == 1).mean() > 0.99
+    assert report.removed_organ_ml > 0.9 * spleen.sum() * 8 / 1000
+
+
+def test_an_exophytic_lesion_is_kept():
+    lesion = _ball((30, 40, 55), 9)  # centred 2 mm outside the liver's surface, broad base inside it
+    assert (lesion & ~LIVER).sum() > 0.4 * lesion.sum()
+    liver, tumor = _maps(LIVER | lesion, lesion)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert (labels[lesion] == 2).all()
+    assert report.removed_tumor_ml == 0 and report.removed_organ_ml == 0
+    assert report.warnings() == []
+
+
+def test_a_tumor_touching_the_liver_at_a_point_is_removed():
+    # a bowel loop called tumor, touching the liver through a narrow column (3 x 3 voxels)
+    loop = _ball((30, 40, 66), 10)
+    contact = np.zeros(SHAPE, bool)
+    contact[29:32, 39:42, 52:57] = True
+    liver, tumor = _maps(LIVER, loop | contact)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING, bridge_mm=1.0)  # keep the bridge rule out
+    labels = _labels(liver, tumor)
+    assert not labels[loop].any()
+    assert report.removed_tumor_regions == 1
+
+
+def test_enclosed_background_becomes_liver_and_intrahepatic_tumor_stays():
+    vessel = _ball((30, 40, 35), 3)
+    lesion = _ball((30, 40, 25), 5)
+    liver, tumor = _maps(LIVER & ~vessel, lesion & LIVER)
+    liver[vessel] = 0.0
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert (labels[vessel] == 1).all()
+    assert (labels[lesion & LIVER] == 2).all()
+    assert report.filled_ml == pytest.approx(vessel.sum() * 8 / 1000, abs=0.01)
+
+
+def test_soft_boundaries_survive_and_nothing_changes_on_a_clean_map():
+    liver, tumor = _maps(LIVER)
+    liver[~LIVER] = 0.3  # soft background just outside
+    new_liver, new_tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    shell = anatomy._array(anatomy.sitk.BinaryDilate(anatomy._image(LIVER), [1, 1, 1], anatomy.sitk.sitkBall)) & ~LIVER
+    assert np.array_equal(new_liver[shell], liver[shell])
+    assert np.array_equal(_labels(new_liver, new_tumor), _labels(liver, tumor))
+    assert report.removed_organ_ml == 0
+
+
+def test_empty_maps_pass_through():
+    liver = np.zeros(SHAPE, np.float32)
+    tumor = np.zeros(SHAPE, np.float32)
+    new_liver, new_tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    assert not new_liver.any() and not new_tumor.any() and report.warnings() == []
