@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from TACEResponseLib.dicom_study import looks_like_dicom
 from TACEResponseLib.errors import InputError
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -91,19 +92,6 @@ def _int(ds, keyword, default=None):
         return default
 
 
-def _looks_like_dicom(path, name):
-    if name.lower().endswith(".dcm"):
-        return True
-    if name.upper() == "DICOMDIR" or name.lower().endswith((".csv", ".txt", ".json", ".xlsx", ".zip", ".md")):
-        return False
-    try:  # files named by UID, with or without dots, carry the DICOM preamble
-        with open(path, "rb") as stream:
-            stream.seek(128)
-            return stream.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def index_folder(root):
     """All DICOM files under ``root`` (recursively): (list of DicomFile, list of (path, problem))."""
     import pydicom
@@ -117,7 +105,7 @@ def index_folder(root):
         subfolders.sort()
         for name in sorted(names):
             path = os.path.join(folder, name)
-            if not _looks_like_dicom(path, name):
+            if not looks_like_dicom(path, name):
                 continue
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_INDEX_TAGS)

@@ -176,7 +176,8 @@ def _floats(ds, keyword, count):
     return numbers if len(numbers) == count and np.isfinite(numbers).all() else None
 
 
-def _looks_like_dicom(path, name):
+def looks_like_dicom(path, name):
+    """True for a file worth opening as DICOM: .dcm, or any other name carrying the DICM preamble."""
     lower = name.lower()
     if lower.endswith(".dcm"):
         return True
@@ -201,7 +202,7 @@ def scan(folder):
         subfolders[:] = sorted(s for s in subfolders if not s.startswith("."))
         for name in sorted(names):
             path = os.path.join(where, name)
-            if not _looks_like_dicom(path, name):
+            if not looks_like_dicom(path, name):
                 continue
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
