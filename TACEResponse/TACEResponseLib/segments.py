@@ -95,18 +95,25 @@ def segment_ids(segmentation_node, labels):
     return found
 
 
+def _export_segment(scene, segmentation_node, reference_volume, segment_id, name):
+    """One segment exported onto the reference volume's grid as a labelmap node; call inside
+    ``TemporaryNodes(scene)`` so the node goes away afterwards. ``name`` is what an error calls it."""
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    scene.AddNode(labelmap)
+    one = vtk.vtkStringArray()
+    one.InsertNextValue(segment_id)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, one, labelmap, reference_volume):
+        raise SlicerLogicError("could not export segment {} of {}".format(name, segmentation_node.GetName()))
+    return labelmap
+
+
 def segment_masks(scene, segmentation_node, reference_volume, ids):
     """{key: boolean array (k, j, i)} of each segment ID on the reference volume's grid."""
     masks = {}
     for key, segment_id in ids.items():
         with TemporaryNodes(scene):
-            labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-            scene.AddNode(labelmap)
-            one = vtk.vtkStringArray()
-            one.InsertNextValue(segment_id)
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                    segmentation_node, one, labelmap, reference_volume):
-                raise SlicerLogicError("could not export segment {} of {}".format(key, segmentation_node.GetName()))
+            labelmap = _export_segment(scene, segmentation_node, reference_volume, segment_id, key)
             masks[key] = slicer.util.arrayFromVolume(labelmap) > 0
     return masks
 
@@ -252,14 +259,7 @@ def write_segment_mask(scene, segmentation_node, reference_volume, path, segment
     """One segment on the reference volume's grid -> mask file (uint8, 1 = inside) for --tumor-mask or
     --liver-mask; written in the volume's local frame, like the CT file beside it."""
     with TemporaryNodes(scene):
-        labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-        scene.AddNode(labelmap)
-        one = vtk.vtkStringArray()
-        one.InsertNextValue(segment_id)
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, one, labelmap, reference_volume):
-            raise SlicerLogicError("could not export segment {} of {}".format(segment_id, segmentation_node.GetName()))
-        write_volume(labelmap, path)
+        write_volume(_export_segment(scene, segmentation_node, reference_volume, segment_id, segment_id), path)
     return str(path)
 
 
