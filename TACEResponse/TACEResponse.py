@@ -35,7 +35,10 @@ class TACEResponse(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("TACE Response")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []  # PyTorchUtils (PyTorch extension) is used when torch is missing
+        # the PyTorch extension is an extension-level dependency (CMake); torch itself is installed in the
+        # background with light-the-torch, as its PyTorchUtils does (dependency_install.py)
+        self.parent.dependencies = []
+        # not translated: names
         self.parent.contributors = ["TACE Response contributors (https://github.com/tace-response/SlicerTACEResponse)"]
         self.parent.helpText = _("""
 Segments the liver and hepatocellular carcinoma (HCC) on a contrast CT and estimates the probability of an

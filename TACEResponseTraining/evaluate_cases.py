@@ -19,6 +19,10 @@ from . import metrics
 from .dataset import read_dataset
 
 
+def _mean(rows, key):
+    return float(np.mean([r[key] for r in rows])) if rows else None
+
+
 def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=print, coarse_to_fine=True):
     package = model_package.resolve(model)
     records = read_dataset(dataset_dir, package.card["inputs"]["phases"])
@@ -41,10 +45,15 @@ def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=pri
         row = {"case_id": record.case_id, "response": record.response,
                "probability": prediction.response_probability}
         if record.label:
-            truth = sitk.GetArrayFromImage(image_io.read_mask(record.label))
+            truth_image = image_io.read_mask(record.label)
+            truth = sitk.GetArrayFromImage(truth_image)
+            voxel_ml = float(np.prod(truth_image.GetSpacing())) / 1000.0
             row["liver_dice"] = metrics.dice(predicted >= 1, truth >= 1)
             row["has_tumor"] = bool((truth == 2).any())
             row["tumor_dice"] = metrics.dice(predicted == 2, truth == 2)
+            row["true_tumor_ml"] = round(float((truth == 2).sum()) * voxel_ml, 2)
+            row["extrahepatic_tumor_ml"] = round(metrics.extrahepatic_ml(predicted == 2, truth >= 1,
+                                                                         truth_image.GetSpacing()), 2)
         row["seconds"] = round(time.perf_counter() - started, 2)
         rows.append(row)
         log("{}/{} {}: liver Dice {:.3f} tumor Dice {:.3f} p={:.2f} ({:.1f}s)".format(
@@ -52,13 +61,25 @@ def test_model(model, dataset_dir, out_dir, device="cpu", case_ids=None, log=pri
             row.get("tumor_dice", float("nan")), row["probability"], row["seconds"]))
     known = [r for r in rows if r["response"] is not None]
     tumor_rows = [r for r in rows if r.get("has_tumor")]
+    large = [r for r in tumor_rows if r["true_tumor_ml"] >= metrics.SMALL_TUMOR_ML]
+    small = [r for r in tumor_rows if r["true_tumor_ml"] < metrics.SMALL_TUMOR_ML]
+    scored = [r for r in rows if "liver_dice" in r]
     summary = {
         "model": {"name": package.name, "version": package.version, "sha256": package.sha256},
         "dataset": Path(dataset_dir).name,
         "cases": len(rows),
-        "liver_dice_mean": float(np.mean([r["liver_dice"] for r in rows if "liver_dice" in r])),
-        "tumor_dice_mean": float(np.mean([r["tumor_dice"] for r in tumor_rows])) if tumor_rows else None,
+        "liver_dice_mean": _mean(scored, "liver_dice"),
+        "liver_dice_min": min(r["liver_dice"] for r in scored) if scored else None,
+        "tumor_dice_mean": _mean(tumor_rows, "tumor_dice"),
         "tumor_dice_cases": len(tumor_rows),
+        # by the size of the case's true tumor (metrics.SMALL_TUMOR_ML)
+        "tumor_dice_mean_10ml_or_more": _mean(large, "tumor_dice"),
+        "tumor_dice_cases_10ml_or_more": len(large),
+        "tumor_dice_mean_under_10ml": _mean(small, "tumor_dice"),
+        "tumor_dice_cases_under_10ml": len(small),
+        # predicted tumor farther than metrics.EXTRAHEPATIC_MARGIN_MM from the true liver
+        "extrahepatic_tumor_ml_mean": _mean(scored, "extrahepatic_tumor_ml"),
+        "extrahepatic_tumor_ml_max": max(r["extrahepatic_tumor_ml"] for r in scored) if scored else None,
         "auc": metrics.roc_auc([r["response"] for r in known], [r["probability"] for r in known]),
         "auc_cases": len(known),
         "coarse_to_fine": predictor.localizer is not None,

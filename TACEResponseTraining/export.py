@@ -10,6 +10,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from TACEResponseLib import coarse_pass
 from TACEResponseLib.errors import InputError
 from TACEResponseLib.model_package import write_package
 
@@ -64,7 +65,9 @@ def localizer_entry(run, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
         "tile_size": list(config["tile_size"]),
         "tile_margin": int(config["tile_margin"]),
         "roi_margin_mm": float(roi_margin_mm),
-        "purpose": "coarse liver localisation: the main network runs only on the liver region plus the margin",
+        "organ_reach_mm": coarse_pass.DEFAULT_REACH_MM,
+        "purpose": "coarse liver localisation: the main network runs only on the liver region plus the margin, "
+                   "and labels nothing farther than organ_reach_mm from it",
         "metrics": run.get("metrics", {}),
     }
 

@@ -1,6 +1,12 @@
 """Evaluation metrics written out so their definitions are explicit and testable."""
 
 import numpy as np
+import SimpleITK as sitk
+
+# the accuracy goal for tumor outside the liver: predicted tumor farther than this from the true liver
+EXTRAHEPATIC_MARGIN_MM = 10.0
+# cases whose true tumor is smaller than this are scored apart: a few voxels missed there are a Dice of 0
+SMALL_TUMOR_ML = 10.0
 
 
 def dice(prediction, reference):
@@ -47,3 +53,22 @@ def youden_cutoff(labels, scores):
         if j > best_j:
             best_j, best_cut = j, float(cut)
     return best_cut, float(best_j)
+
+
+def extrahepatic_ml(prediction, organ, spacing_xyz, margin_mm=EXTRAHEPATIC_MARGIN_MM):
+    """mL of ``prediction`` (boolean, z y x) farther than ``margin_mm`` from ``organ`` (the true liver with its
+    tumors): labels in the stomach, bowel, spleen or kidney rather than a boundary a few voxels off. With no
+    organ at all, everything predicted counts."""
+    prediction = np.asarray(prediction, bool)
+    voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
+    if not prediction.any():
+        return 0.0
+    organ = np.asarray(organ, bool)
+    if not organ.any():
+        return float(prediction.sum()) * voxel_ml
+    image = sitk.GetImageFromArray(organ.astype(np.uint8))
+    image.SetSpacing([float(s) for s in spacing_xyz])
+    # a copy, not a view: a view of the temporary distance image would outlive its buffer
+    distance = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+    return float((prediction & (distance > margin_mm)).sum()) * voxel_ml

@@ -36,6 +36,16 @@ def random_package(folder, phases=("portal_venous",), seed=0, cutoff=0.5):
 
 
 @pytest.fixture(scope="session")
+def demo_with_localizer():
+    """The bundled demo model, which has a coarse liver localiser."""
+    from TACEResponseLib import model_package
+    package = model_package.resolve("demo")
+    if "localizer" not in package.card:
+        pytest.skip("the bundled demo model has no localiser")
+    return package
+
+
+@pytest.fixture(scope="session")
 def random_model(tmp_path_factory):
     return random_package(tmp_path_factory.mktemp("models") / "random")
 

@@ -105,3 +105,54 @@ def test_empty_maps_pass_through():
     tumor = np.zeros(SHAPE, np.float32)
     new_liver, new_tumor, report = anatomy.constrain(liver, tumor, SPACING)
     assert not new_liver.any() and not new_tumor.any() and report.warnings() == []
+
+
+def _hu(liver_hu=110.0):
+    """An image in HU: fat everywhere, liver parenchyma inside LIVER."""
+    hu = np.full(SHAPE, -100.0, np.float32)
+    hu[LIVER] = liver_hu
+    return hu
+
+
+def test_contrast_filled_stomach_labelled_liver_is_removed():
+    stomach = _ball((30, 40, 62), 12) & ~LIVER  # oral contrast pressed against the liver, labelled liver
+    hu = _hu()
+    hu[stomach] = 240.0
+    liver, tumor = _maps(LIVER | stomach)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING, hu)
+    labels = _labels(liver, tumor)
+    assert not labels[stomach].any()
+    assert (labels[LIVER] == 1).mean() > 0.99
+    assert report.removed_bright_ml == pytest.approx(stomach.sum() * 8 / 1000, rel=0.05)
+    assert any("brighter than liver" in w for w in report.warnings())
+    # without the image the rule cannot apply: the stomach stays (what the other rules alone do)
+    _, _, blind = anatomy.constrain(*_maps(LIVER | stomach), SPACING)
+    assert blind.removed_ml == 0
+
+
+def test_bright_inside_the_liver_and_bright_tumor_stay():
+    deposit = _ball((30, 40, 35), 6)  # a dense lipiodol deposit or a wide vessel, enclosed by parenchyma
+    lesion = _ball((30, 40, 50), 7)  # a hyper-enhancing lesion at the surface, labelled tumor
+    vessel = np.zeros(SHAPE, bool)
+    vessel[28:31, 38:41, 10:30] = True  # a 6 mm vessel entering the liver: thinner than the rule's 8 mm
+    hu = _hu()
+    hu[deposit | lesion | vessel] = 280.0
+    liver, tumor = _maps(LIVER | vessel, lesion)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING, hu)
+    labels = _labels(liver, tumor)
+    assert (labels[deposit] == 1).all()
+    assert (labels[lesion] == 2).mean() > 0.99
+    assert (labels[vessel & LIVER] == 1).all()
+    assert report.removed_bright_ml == 0
+
+
+def test_the_bright_threshold_follows_the_liver():
+    """A strongly enhancing liver (170 HU) is not bright; a region 60 HU above it is."""
+    stomach = _ball((30, 40, 62), 12) & ~LIVER
+    hu = _hu(170.0)
+    hu[stomach] = 200.0  # above the 180 HU floor but only 30 HU above this liver
+    _, _, report = anatomy.constrain(*_maps(LIVER | stomach), SPACING, hu)
+    assert report.removed_bright_ml == 0
+    hu[stomach] = 240.0
+    _, _, report = anatomy.constrain(*_maps(LIVER | stomach), SPACING, hu)
+    assert report.removed_bright_ml > 0.9 * stomach.sum() * 8 / 1000

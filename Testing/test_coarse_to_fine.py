@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import REPO, phantom_ct
-from TACEResponseLib import cli, model_package, preprocessing
+from TACEResponseLib import cli, preprocessing
 from TACEResponseLib.errors import ModelError
 from TACEResponseLib.model_package import build_network, load_package
 from TACEResponseLib.predictor import Predictor
@@ -153,28 +153,20 @@ def test_region_grows_to_hold_the_users_tumor_mask(packages):
     mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     mask.CopyInformation(image)
     mask[2:6, 3:7, 40:44] = 1  # a corner of the volume, far from any liver
-    box, _ = predictor._locate([image], ["ct"], mask)
-    if box is None:
+    coarse, _ = predictor._locate([image], ["ct"], mask)
+    if coarse is None:
         pytest.skip("random localiser found nothing, so the whole volume is used")
     corner = np.array(image.TransformIndexToPhysicalPoint((2, 3, 40)))
-    assert np.all(box[0] <= corner + 1e-6) and np.all(box[1] >= corner - 1e-6)
+    assert np.all(coarse.low <= corner + 1e-6) and np.all(coarse.high >= corner - 1e-6)
 
 
-@pytest.fixture(scope="module")
-def demo():
-    package = model_package.resolve("demo")
-    if "localizer" not in package.card:
-        pytest.skip("the bundled demo model has no localiser")
-    return package
-
-
-def test_demo_coarse_to_fine_is_as_accurate_as_the_full_volume(demo):
+def test_demo_coarse_to_fine_is_as_accurate_as_the_full_volume(demo_with_localizer):
     """The region pass sees less context, and instance normalisation makes the network notice, so the two
     label maps differ somewhat; what must hold is that the fast path is not less accurate."""
     image = sitk.ReadImage(str(SAMPLE))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))
-    fast = Predictor(demo, device="cpu").predict([image], [str(SAMPLE)])
-    full = Predictor(demo, device="cpu", coarse_to_fine=False).predict([image], [str(SAMPLE)])
+    fast = Predictor(demo_with_localizer, device="cpu").predict([image], [str(SAMPLE)])
+    full = Predictor(demo_with_localizer, device="cpu", coarse_to_fine=False).predict([image], [str(SAMPLE)])
     assert "localize" in fast.timings_s and "localize" not in full.timings_s
     assert preprocessing.same_grid(fast.label_image, image)
 

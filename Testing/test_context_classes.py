@@ -2,7 +2,6 @@
 network gets the extra outputs, and inference still reports liver and tumor only."""
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from TACEResponseLib import image_io, preprocessing

@@ -1,7 +1,6 @@
 """Model packages: round trip, SHA-256 verification, zip, registry; no pickle anywhere."""
 
 import json
-import shutil
 import zipfile
 
 import pytest

@@ -1,6 +1,5 @@
 """MultiDL shapes, the external tumor mask path, and tiling that partitions the volume."""
 
-import itertools
 
 import numpy as np
 import pytest

@@ -91,7 +91,7 @@ def test_no_torch_import_in_slicers_process_at_start_up():
         assert "detect_devices" not in open(os.path.join(LIB, name), encoding="utf-8").read()
 
 
-def test_startup_modules_do_not_import_torch():
+def test_startup_modules_do_not_import_torch(tmp_path):
     """Import the start-up library modules that run without Qt, and do what the panel's set-up does
     (device list, model list, version check), in a fresh interpreter: torch must not be loaded."""
     modules = [name for name in _startup_lib_modules() if not _qt_side(_parse(os.path.join(LIB, name + ".py")))]
@@ -104,7 +104,8 @@ def test_startup_modules_do_not_import_torch():
         "environment.device_choices(None)",
         "slicer_logic.model_choices()",
         "environment.torch_version_problem()",
-        "environment.install_plan()",
+        "from TACEResponseLib import dependency_install",
+        "dependency_install.make_plan(sys.executable, {!r})".format(str(tmp_path)),
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'safetensors')))",
     ])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -284,7 +285,8 @@ def test_registered_self_test_installs_nothing_and_runs_the_full_path_only_when_
     assert len(unguarded) == 1
     # nothing in the test class installs or downloads, and no skipTest (Slicer shows a skip as an error)
     called = set().union(*(_called_names(method) for method in methods.values()))
-    forbidden = {"ensureDependencies", "installTorch", "pip_install", "downloadModel", "skipTest", "uninstallTorch"}
+    forbidden = {"ensureDependencies", "installTorch", "pip_install", "downloadModel", "skipTest", "uninstallTorch",
+                 "InstallRun", "installThenContinue", "make_plan", "installPlan"}
     assert not called & forbidden, called & forbidden
     source = ast.get_source_segment(open(SELF_TEST_PY, encoding="utf-8").read(), test_class)
     assert "allow_download=True" not in source
@@ -322,20 +324,7 @@ def test_the_default_self_test_path_needs_no_torch(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------------
-# one confirmation for installs; model downloads that can be cancelled without a known size
-
-
-def test_install_plan_lists_everything_for_one_confirmation(monkeypatch):
-    assert environment.install_plan()["lines"] == []  # this environment has it all
-    monkeypatch.setattr(environment, "missing_packages", lambda names=None: ["torch", "safetensors"])
-    plan = environment.install_plan()
-    assert plan["torch"] == "install" and plan["pip"] == ["safetensors>=0.4"] and len(plan["lines"]) == 2
-    monkeypatch.setattr(environment, "missing_packages", lambda names=None: ["numpy"])
-    assert environment.install_plan()["owned_missing"] == ["numpy"] and environment.install_plan()["pip"] == []
-    monkeypatch.setattr(environment, "missing_packages", lambda names=None: [])
-    monkeypatch.setattr(environment, "installed_version", lambda name: "1.13.1")
-    plan = environment.install_plan(">=2.1")
-    assert plan["torch"] == "upgrade" and "PyTorch 1.13.1 is installed" in plan["lines"][0]
+# model downloads that can be cancelled without a known size (installs: test_slicer_install.py)
 
 
 def test_download_without_content_length_reports_progress_and_can_be_cancelled(tmp_path):

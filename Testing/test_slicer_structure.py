@@ -19,8 +19,8 @@ LIB = os.path.join(MODULE, "TACEResponseLib")
 MODULE_PY = os.path.join(MODULE, "TACEResponse.py")
 UI = os.path.join(MODULE, "Resources", "UI", "TACEResponse.ui")
 # the Slicer-side files (Qt and the application); the module file imports their classes by name
-WIDGET_PYS = [os.path.join(LIB, name) for name in ("widget.py", "widget_models.py", "widget_runs.py",
-                                                    "widget_results.py")]
+WIDGET_PYS = [os.path.join(LIB, name) for name in ("widget.py", "widget_models.py", "widget_install.py",
+                                                    "widget_runs.py", "widget_results.py")]
 SLICER_SIDE_PYS = [MODULE_PY] + WIDGET_PYS + [os.path.join(LIB, name) for name in (
     "module_logic.py", "parameters.py", "sample_data.py", "self_test.py", "i18n.py")]
 PARAMETERS_PY = os.path.join(LIB, "parameters.py")
@@ -28,7 +28,7 @@ SAMPLE_DATA_PY = os.path.join(LIB, "sample_data.py")
 # the MRML glue tested against slicer-core: never Qt, never the application
 CORE_SIDE_PYS = [os.path.join(LIB, name) for name in (
     "slicer_logic.py", "process_runner.py", "scene_io.py", "segments.py", "result_table.py", "command.py",
-    "model_choices.py", "slicer_errors.py", "environment.py", "terminology.py")]
+    "model_choices.py", "slicer_errors.py", "environment.py", "terminology.py", "dependency_install.py")]
 
 
 def _read(path):
@@ -200,8 +200,10 @@ def test_module_follows_the_scripted_module_template():
     assert classes["TACEResponseTest"] == ["ScriptedLoadableModuleTest"]
     for needle in ("self.parent.helpText", "self.parent.acknowledgementText", "self.parent.contributors",
                    'slicer.util.loadUI(self.resourcePath("UI/TACEResponse.ui"))', "@parameterNodeWrapper",
-                   "registerCustomSampleDataSource", "installTorch", "pip_install", "--constraint"):
+                   "registerCustomSampleDataSource"):
         assert needle in text, needle
+    # installs run in the background through the process runner, never on the GUI thread
+    assert "pip_install" not in text and "installTorch" not in text
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -335,6 +337,46 @@ def test_sample_ct_checksum_is_a_constant_that_matches_the_file():
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     assert checksum == digest.hexdigest(), "set SAMPLE_CT_SHA256 = {!r}".format(digest.hexdigest())
+
+
+def test_sample_data_has_its_own_thumbnail_and_cache_name():
+    """Sample Data shows a picture of this CT (not the module icon), large enough for high-DPI screens, drawn
+    by a script in the repository; the file lands in the shared SampleData cache under a name of its own."""
+    thumbnail = os.path.join(MODULE, "Resources", "Icons", "TACESyntheticCT.png")
+    width, height = _png_size(thumbnail)
+    assert width == height and 256 <= width <= 512, (width, height)
+    source = _read(SAMPLE_DATA_PY)
+    assert "thumbnailFileName=SAMPLE_CT_THUMBNAIL" in source and '"TACESyntheticCT.png"' in source
+    assert "Resources/Icons/TACESyntheticCT.png" in _read(os.path.join(MODULE, "CMakeLists.txt"))
+    script = _read(os.path.join(ROOT, "scripts", "make_sample_thumbnail.py"))
+    assert "TACESyntheticCT.png" in script and 'matplotlib.use("Agg")' in script
+    cache_name = _constant("SAMPLE_CT_CACHE_NAME")
+    assert cache_name.startswith("TACEResponse") and cache_name != _constant("SAMPLE_CT_FILE")
+    assert "fileNames=SAMPLE_CT_CACHE_NAME" in source and "loadFileType" not in source
+
+
+def test_thumbnail_script_draws_the_ct_with_both_outlines(tmp_path):
+    """The script renders, offscreen, a picture of the requested size holding the liver and tumor colors."""
+    pytest.importorskip("matplotlib")
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("make_sample_thumbnail",
+                                                  os.path.join(ROOT, "scripts", "make_sample_thumbnail.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    if not os.path.isfile(script.SAMPLE_CT):
+        pytest.skip("sample CT not bundled")
+    path = script.render(str(tmp_path / "thumb.png"), size=256)
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert pixels.shape == (256, 256, 3)
+    for value, color in script.label_colors().items():
+        target = np.array([round(255 * c) for c in color[:3]])
+        near = (np.abs(pixels - target).max(axis=2) <= 40).sum()
+        assert near >= 20, "label {} outline ({}) not drawn".format(value, color)
+    assert pixels.std() > 20  # the CT itself, not a blank frame
 
 
 def test_docs_explain_the_slicer_module_with_the_panel_picture():

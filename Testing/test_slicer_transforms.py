@@ -3,7 +3,8 @@
 The real CLI runs on the same small CT three times: without a transform, under a linear transform
 (translation and rotation) for Predict and then Update. The segmentation must sit under the CT's
 transform, equal the CLI's labelmap voxel for voxel on the CT grid, and give the measurements of the
-untransformed case. A non-linear transform is refused with one clear message.
+untransformed case. A non-linear transform is refused with one clear message until the caller asks for a
+hardened copy; then the prediction runs on the copy and the user's volume is untouched.
 """
 
 import json
@@ -156,28 +157,113 @@ def test_update_under_the_transform_sends_the_painted_tumor(transformed):
         mask.sum() * voxel_ml, abs=0.01)
 
 
-def test_non_linear_transform_is_refused_with_one_clear_message(tmp_path, model_dir):
+def _thin_plate_warp(scene):
+    """A smooth non-linear warp of the CT's region: the box corners stay, its centre moves 4-6 mm."""
+    source, target = vtk.vtkPoints(), vtk.vtkPoints()
+    for x in (0.0, 120.0):
+        for y in (-30.0, 90.0):
+            for z in (0.0, 130.0):
+                source.InsertNextPoint(x, y, z)
+                target.InsertNextPoint(x, y, z)
+    source.InsertNextPoint(55.0, 28.0, 65.0)
+    target.InsertNextPoint(60.0, 24.0, 71.0)
+    spline = vtk.vtkThinPlateSplineTransform()
+    spline.SetSourceLandmarks(source)
+    spline.SetTargetLandmarks(target)
+    spline.SetBasisToR()
+    node = slicer.vtkMRMLTransformNode()
+    node.SetName("irregular slices")
+    scene.AddNode(node)
+    node.SetAndObserveTransformToParent(spline)
+    return node
+
+
+def _ijk_to_ras(volume):
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.fixture(scope="module")
+def warped(model_dir, tmp_path_factory):
+    """A CT under a linear transform under a non-linear one (non-linear to the world): refused first, then
+    predicted on a hardened copy."""
     harness = fx.SceneHarness()
     volume = fx.add_volume(harness, fx.synthetic_ct(), spacing=SPACING, origin=ORIGIN, name="CT")
-    grid = slicer.vtkMRMLGridTransformNode()
-    grid.SetName("irregular slices")
-    harness.scene.AddNode(grid)
+    warp = _thin_plate_warp(harness.scene)
     linear = _linear_transform(harness.scene)
-    linear.SetAndObserveTransformNodeID(grid.GetID())  # linear under non-linear: still non-linear to world
+    linear.SetAndObserveTransformNodeID(warp.GetID())
     volume.SetAndObserveTransformNodeID(linear.GetID())
-    reason = sl.check_inputs([volume], ["portal_venous"])
-    assert reason == ("CT is under the non-linear transform irregular slices; harden the transform first "
-                      "(Data module: right-click the volume > Harden transform).")
-    before = harness.node_ids()
-    logic = sl.TACEResponseSceneLogic(harness.scene, sys.executable, temp_root=str(tmp_path / "work"))
-    with pytest.raises(sl.SlicerLogicError) as refused:
-        logic.start_predict([volume], model_dir, device="cpu")
-    assert str(refused.value) == reason
-    assert harness.node_ids() == before
-    assert not os.path.isdir(str(tmp_path / "work")) or not os.listdir(str(tmp_path / "work"))
-    assert sl.non_linear_transform(volume) is grid
-    volume.SetAndObserveTransformNodeID(None)
-    assert sl.check_inputs([volume], ["portal_venous"]) is None
+    study = fx.add_study(harness, volume)
+    run = types.SimpleNamespace(harness=harness, volume=volume, warp=warp, linear=linear, study=study,
+                                voxels=slicer.util.arrayFromVolume(volume).copy(), geometry=_ijk_to_ras(volume))
+    work = tmp_path_factory.mktemp("warped")
+    run.logic = sl.TACEResponseSceneLogic(harness.scene, sys.executable, temp_root=str(work / "jobs"))
+    run.before = harness.node_ids()
+    with pytest.raises(sl.NonLinearTransformError) as refused:
+        run.logic.start_predict([volume], model_dir, device="cpu")
+    run.refused, run.after_refusal = refused.value, harness.node_ids()
+    run.jobs_after_refusal = os.listdir(str(work / "jobs")) if os.path.isdir(str(work / "jobs")) else []
+    # a job started on a copy and then discarded (Cancel) takes its copy with it
+    job = run.logic.start_predict([volume], model_dir, device="cpu", harden_copies=True)
+    run.discarded_copy = job.volume_ids[0]
+    run.logic.discard(job)
+    run.after_discard = harness.node_ids()
+    run.job = run.logic.start_predict([volume], model_dir, device="cpu", harden_copies=True)
+    run.outcome = run.logic.run(run.job, timeout=CLI_TIMEOUT_S, keep_files=True)
+    run.cli_labels = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(run.job.output_dir, "segmentation.nii.gz")))
+    run.logic.discard(run.job)
+    run.copy = harness.scene.GetNodeByID(run.job.volume_ids[0])
+    return run
+
+
+def test_non_linear_transform_is_refused_until_a_copy_is_asked_for(warped):
+    assert isinstance(warped.refused, sl.SlicerLogicError)
+    assert warped.refused.volume_node is warped.volume and warped.refused.transform_node is warped.warp
+    message = str(warped.refused)
+    assert "CT is under the non-linear transform irregular slices" in message and "hardened copy" in message
+    assert "CT" in warped.refused.question() and "stay as they are" in warped.refused.question()
+    assert warped.after_refusal == warped.before and warped.jobs_after_refusal == []
+    assert sl.check_inputs([warped.volume], ["portal_venous"]) is None  # Predict stays enabled: it asks
+    assert sl.non_linear_transform(warped.volume) is warped.warp
+
+
+def test_a_discarded_job_removes_its_copy(warped):
+    assert warped.harness.scene.GetNodeByID(warped.discarded_copy) is None
+    assert warped.after_discard == warped.before
+
+
+def test_the_copy_is_hardened_and_the_original_untouched(warped):
+    copy, volume = warped.copy, warped.volume
+    assert copy is not None and copy is not volume and copy.GetName() == "CT (hardened)"
+    assert copy.GetTransformNodeID() is None and copy.GetAttribute(sl.ATTR_HARDENED_FROM) == volume.GetID()
+    # the original keeps its transform, voxels and grid
+    assert volume.GetTransformNodeID() == warped.linear.GetID()
+    assert np.array_equal(slicer.util.arrayFromVolume(volume), warped.voxels)
+    assert np.allclose(_ijk_to_ras(volume), warped.geometry)
+    # resampled through the warp, as Slicer's Harden transform does it on a copy of the same volume
+    reference = slicer.vtkSlicerVolumesLogic.CloneVolume(warped.harness.scene, volume, "reference")
+    assert slicer.vtkSlicerTransformLogic.hardenTransform(reference)
+    assert np.array_equal(slicer.util.arrayFromVolume(copy), slicer.util.arrayFromVolume(reference))
+    assert np.allclose(_ijk_to_ras(copy), _ijk_to_ras(reference))
+    warped.harness.scene.RemoveNode(reference)
+    # not a plain copy: the warp changed the grid or the voxels
+    voxels = slicer.util.arrayFromVolume(copy)
+    assert voxels.shape != warped.voxels.shape or not np.array_equal(voxels, warped.voxels)
+    hierarchy = warped.harness.hierarchy  # beside the original, in its study
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(copy)) == warped.study
+
+
+def test_the_segmentation_is_made_on_the_copy_voxel_for_voxel(warped):
+    segmentation = warped.outcome["segmentation"]
+    assert segmentation.GetNodeReference("referenceImageGeometryRef") is warped.copy
+    assert segmentation.GetTransformNodeID() is None
+    assert [node.GetID() for node in sl.input_volumes(segmentation)] == [warped.copy.GetID()]
+    exported = _label_array(warped.harness.scene, segmentation, warped.copy, warped.job.labels)
+    assert exported.shape == warped.cli_labels.shape == slicer.util.arrayFromVolume(warped.copy).shape
+    assert np.array_equal(exported, warped.cli_labels)
+    assert 0 < np.count_nonzero(exported) < exported.size
+    assert warped.job.created_volume_ids == [warped.copy.GetID()] and warped.job.applied
 
 
 def test_a_two_label_file_lands_voxel_for_voxel_under_the_transform(transformed, tmp_path):

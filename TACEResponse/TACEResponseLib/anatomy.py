@@ -3,6 +3,12 @@
 Works on the model grid's liver and tumor probabilities, before they are mapped back onto the input grid.
 The rules, in order (each one can only remove labels or turn enclosed background into liver):
 
+0. **Contrast-bright is not parenchyma.** Positive oral contrast in the stomach or bowel and the blood of the
+   heart chambers are brighter than enhancing liver. Voxels labelled liver that are brighter than
+   ``max(bright_min_hu, liver median + bright_above_liver_hu)`` and form a region thicker than
+   ``2 * bright_mm`` (vessels are thinner) leave the organ before rule 1; rule 3 gives back what the liver
+   encloses (a wide vessel, a lipiodol deposit). Voxels labelled tumor are left alone: a hyper-enhancing
+   lesion is tumor. Needs the image in HU; skipped without it.
 1. **One liver.** Liver and tumor together form one organ: the largest connected region, after cutting
    bridges thinner than ``2 * bridge_mm`` (a network that leaks along the contact with the stomach, the
    spleen or a bowel loop connects them by such a bridge). What lies beyond a cut bridge is removed.
@@ -27,19 +33,23 @@ class AnatomyReport:
     removed_tumor_ml: float  # tumor hanging off the liver by a point (rule 2)
     filled_ml: float  # enclosed background made liver (rule 3)
     removed_tumor_regions: int
+    removed_bright_ml: float = 0.0  # contrast-bright regions labelled liver, not enclosed by it (rule 0)
 
     @property
     def removed_ml(self):
-        return self.removed_organ_ml + self.removed_tumor_ml
+        return self.removed_organ_ml + self.removed_tumor_ml + self.removed_bright_ml
 
     def warnings(self, min_ml=1.0):
         out = []
+        if self.removed_bright_ml >= min_ml:
+            out.append("removed {:.0f} mL labelled liver but brighter than liver can be (oral contrast, heart)".format(
+                self.removed_bright_ml))
         if self.removed_organ_ml >= min_ml:
-            out.append("anatomical post-processing removed {:.0f} mL labelled liver or tumor outside the one liver "
-                       "region (e.g. stomach, spleen or bowel next to it)".format(self.removed_organ_ml))
+            out.append("removed {:.0f} mL labelled liver or tumor beyond the one liver region (stomach, spleen or "
+                       "bowel next to it)".format(self.removed_organ_ml))
         if self.removed_tumor_ml >= min_ml:
-            out.append("anatomical post-processing removed {} tumor region(s), {:.1f} mL, that touch the liver only "
-                       "at a point".format(self.removed_tumor_regions, self.removed_tumor_ml))
+            out.append("removed {} tumor region(s), {:.1f} mL, that touch the liver only at a point".format(
+                self.removed_tumor_regions, self.removed_tumor_ml))
         return out
 
 
@@ -102,23 +112,46 @@ def _point_contact_tumors(tumor, parenchyma, min_contact):
     return remove, count
 
 
-def constrain(liver, tumor, spacing_xyz, bridge_mm=5.0, min_contact=0.05):
-    """Apply the rules to probability maps (z, y, x) on a grid of ``spacing_xyz`` mm; returns the new maps and
-    an :class:`AnatomyReport`. Voxels next to the kept organ keep their probabilities, so the soft boundary
-    survives the mapping back onto the input grid."""
+def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_liver_hu):
+    """Rule 0's regions: liver-labelled voxels brighter than the threshold, in regions thicker than
+    ``2 * bright_mm``."""
+    parenchyma = organ & ~is_tumor
+    if not parenchyma.any():
+        return np.zeros_like(organ)
+    threshold = max(float(min_hu), float(np.median(hu[parenchyma])) + float(above_liver_hu))
+    bright = parenchyma & (hu > threshold)
+    if not bright.any():
+        return bright
+    thick = _array(sitk.BinaryMorphologicalOpening(_image(bright), _radius(bright_mm, spacing_xyz), sitk.sitkBall))
+    # the opening trims the corners of what it keeps: grow back by a voxel, within the bright voxels
+    return _array(sitk.BinaryDilate(_image(thick), [1, 1, 1], sitk.sitkBall)) & bright
+
+
+def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, min_contact=0.05, bright_mm=4.0,
+              bright_min_hu=180.0, bright_above_liver_hu=60.0):
+    """Apply the rules to probability maps (z, y, x) on a grid of ``spacing_xyz`` mm (``hu``: the image on the
+    same grid, for rule 0); returns the new maps and an :class:`AnatomyReport`. Voxels next to the kept organ
+    keep their probabilities, so the soft boundary survives the mapping back onto the input grid."""
     organ = organ_mask(liver, tumor)
     voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
     if not organ.any():
         return liver, tumor, AnatomyReport(0.0, 0.0, 0.0, 0)
-    kept = one_liver(organ, spacing_xyz, bridge_mm)
+    bright = np.zeros_like(organ)
+    if hu is not None:
+        bright = bright_regions(organ, tumor > liver, hu, spacing_xyz, bright_mm, bright_min_hu,
+                                bright_above_liver_hu)
+    kept = one_liver(organ & ~bright, spacing_xyz, bridge_mm)
     is_tumor = kept & (tumor > liver)
     hanging, n_hanging = _point_contact_tumors(is_tumor, kept & ~is_tumor, min_contact)
     kept &= ~hanging
     filled = _array(sitk.BinaryFillhole(_image(kept), True)) & ~kept
-    report = AnatomyReport(round(float((organ & ~kept & ~hanging).sum()) * voxel_ml, 2),
-                           round(float(hanging.sum()) * voxel_ml, 2), round(float(filled.sum()) * voxel_ml, 2),
-                           n_hanging)
-    near = _array(sitk.BinaryDilate(_image(kept | filled), [1, 1, 1], sitk.sitkBall)) & ~hanging
+    gone = organ & ~kept & ~filled & ~hanging
+    report = AnatomyReport(round(float((gone & ~bright).sum()) * voxel_ml, 2),
+                           round(float((hanging & ~filled).sum()) * voxel_ml, 2),
+                           round(float((filled & ~organ).sum()) * voxel_ml, 2),
+                           n_hanging, round(float((gone & bright).sum()) * voxel_ml, 2))
+    # the soft boundary stays, except into what a rule took out
+    near = _array(sitk.BinaryDilate(_image(kept | filled), [1, 1, 1], sitk.sitkBall)) & ~hanging & ~(bright & ~filled)
     liver = np.where(near, liver, 0.0).astype(np.float32)
     tumor = np.where(near, tumor, 0.0).astype(np.float32)
     liver[filled] = np.maximum(liver[filled], 1.0 - tumor[filled])

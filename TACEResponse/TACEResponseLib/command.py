@@ -8,6 +8,7 @@ import json
 import os
 
 from .cli import RESULT_NAME
+from .i18n import _
 from .slicer_errors import SlicerLogicError
 
 # the folder holding TACEResponseLib (TACEResponse/ in the source tree and in the installed module):
@@ -17,7 +18,7 @@ LIB_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # progress: where each stage of the command sits on the overall bar (start, end)
 STAGE_SPANS = {
     "starting": (0.0, 0.02),
-    "load model": (0.02, 0.08),
+    "load model": (0.02, 0.08),  # not translated: the stage names the command prints
     "read": (0.08, 0.12),
     "localize": (0.12, 0.16),
     "preprocess": (0.16, 0.18),
@@ -80,7 +81,7 @@ def command_log(job, exit_code, stderr_text):
     lines = ["$ " + " ".join(job.command)]
     lines += job.log_lines
     lines += (stderr_text or "").splitlines()
-    lines.append("exit code {}".format(exit_code))
+    lines.append("exit code {code}".format(code=exit_code))  # not translated: the log, as the command's
     return "\n".join(lines)
 
 
@@ -91,9 +92,9 @@ def error_message(exit_code, stderr_text):
         if line.startswith("error:"):
             return line[len("error:"):].strip()
     if exit_code is not None and exit_code < 0:
-        return "the prediction process was stopped (signal {})".format(-exit_code)
-    tail = lines[-1] if lines else "no message"
-    return "the prediction process failed with exit code {}: {}".format(exit_code, tail)
+        return _("the prediction process was stopped (signal {signal})").format(signal=-exit_code)
+    tail = lines[-1] if lines else _("no message")
+    return _("the prediction process failed with exit code {code}: {reason}").format(code=exit_code, reason=tail)
 
 
 def read_result(output_dir):
@@ -102,7 +103,8 @@ def read_result(output_dir):
         with open(path, encoding="utf-8") as stream:
             return json.load(stream)
     except (OSError, ValueError) as exc:
-        raise SlicerLogicError("could not read the prediction result {} ({})".format(path, exc)) from None
+        raise SlicerLogicError(_("could not read the prediction result {path} ({error})").format(
+            path=path, error=exc)) from None
 
 
 class PredictionJob:
@@ -125,6 +127,8 @@ class PredictionJob:
         self.fingerprints = None          # update: the segments' content when the mask was written
         self.measurements = None          # update: measurements of the edited segmentation
         self.log_lines = []               # the command's stdout lines that are not progress
+        self.created_volume_ids = []      # hardened copies made for this job (removed if it is discarded)
+        self.applied = False              # its result is in the scene
 
     def handle_line(self, line):
         """Feed one stdout line; returns True when the progress moved (other lines go to ``log_lines``)."""

@@ -70,26 +70,28 @@ def device_choices(found=None):
     ``found`` is the probe's answer, or None while it has not answered (the choices are then offered
     unverified: the command says clearly if the GPU asked for is not there).
     """
+    from .i18n import _  # here, not at the top: the probe's child process never loads Slicer's i18n
+
     if found is None:
-        return ([("auto", "Automatic", True), ("cpu", "CPU", True), ("cuda", "GPU (CUDA)", True)],
-                "Looking for a GPU…")
+        return ([("auto", _("Automatic"), True), ("cpu", _("CPU"), True), ("cuda", _("GPU (CUDA)"), True)],
+                _("Looking for a GPU…"))
     if found.get("error"):
-        description = "PyTorch does not load ({}); the CPU will be tried".format(found["error"])
-        gpu = ("cuda", "GPU (PyTorch does not load)", False)
+        description = _("PyTorch does not load ({error}); the CPU will be tried").format(error=found["error"])
+        gpu = ("cuda", _("GPU (PyTorch does not load)"), False)
     elif found.get("cuda"):
-        description = "GPU: {}".format(found["cuda"])
-        gpu = ("cuda", "GPU ({})".format(found["cuda"]), True)
+        description = _("GPU: {name}").format(name=found["cuda"])
+        gpu = ("cuda", _("GPU ({name})").format(name=found["cuda"]), True)
     elif found.get("mps"):
-        description = "GPU: Apple MPS"
-        gpu = ("mps", "GPU (Apple MPS)", True)
+        description = _("GPU: Apple MPS")
+        gpu = ("mps", _("GPU (Apple MPS)"), True)
     elif not found.get("torch"):
-        description = "GPU: unknown until PyTorch is installed"
-        gpu = ("cuda", "GPU (PyTorch not installed yet)", True)
+        description = _("GPU: unknown until PyTorch is installed")
+        gpu = ("cuda", _("GPU (PyTorch not installed yet)"), True)
     else:
-        description = "No GPU found: the CPU will be used (seconds to a minute per CT)"
-        gpu = ("cuda", "GPU (none found)", False)
-    automatic = "Automatic ({})".format("GPU" if (found.get("cuda") or found.get("mps")) else "CPU")
-    return [("auto", automatic, True), ("cpu", "CPU", True), gpu], description
+        description = _("No GPU found: the CPU will be used (seconds to a minute per CT)")
+        gpu = ("cuda", _("GPU (none found)"), False)
+    automatic = _("Automatic (GPU)") if (found.get("cuda") or found.get("mps")) else _("Automatic (CPU)")
+    return [("auto", automatic, True), ("cpu", _("CPU"), True), gpu], description
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -127,7 +129,8 @@ def satisfies(version, requirement):
     for clause in filter(None, (c.strip() for c in requirement.split(","))):
         match = re.match(r"(>=|<=|==|!=|>|<)\s*(\S+)", clause)
         if not match:
-            raise ValueError("unsupported version requirement {!r}".format(clause))
+            # not translated: a programming error, never shown to users
+            raise ValueError("unsupported version requirement {clause!r}".format(clause=clause))
         operator, bound = match.group(1), _release(match.group(2))
         left, right = _pad(release, bound)
         if not {">=": left >= right, "<=": left <= right, "==": left == right, "!=": left != right,
@@ -141,30 +144,10 @@ def torch_version_problem(requirement=TORCH_REQUIREMENT, version=None):
     version = installed_version("torch") if version is None else version
     if version is None or satisfies(version, requirement):
         return None
-    return "PyTorch {} is installed; TACE Response needs PyTorch {}.".format(version, requirement)
+    from .i18n import _  # here, not at the top: see device_choices
 
-
-def install_plan(torch_requirement=TORCH_REQUIREMENT):
-    """What has to be installed before a prediction can run, for one confirmation listing all of it:
-    {"torch": None | "install" | "upgrade", "pip": [requirements], "owned_missing": [names],
-     "lines": [one line per item, for the dialog]}. Nothing is imported."""
-    missing = missing_packages()
-    plan = {"torch": None, "pip": [], "owned_missing": [name for name in missing if name in SLICER_OWNED_PACKAGES],
-            "lines": []}
-    problem = torch_version_problem(torch_requirement)
-    if "torch" in missing:
-        plan["torch"] = "install"
-        plan["lines"].append("PyTorch {} through the PyTorch extension (a build matching your GPU driver; "
-                             "up to a few GB)".format(torch_requirement))
-    elif problem is not None:
-        plan["torch"] = "upgrade"
-        plan["lines"].append(problem + " It is upgraded through the PyTorch extension (up to a few GB; other "
-                             "modules using PyTorch may need a Slicer restart).")
-    for name in missing:
-        if name in PIP_REQUIREMENTS:
-            plan["pip"].append(PIP_REQUIREMENTS[name])
-            plan["lines"].append("{} from PyPI (small)".format(PIP_REQUIREMENTS[name]))
-    return plan
+    return _("PyTorch {version} is installed; TACE Response needs PyTorch {requirement}.").format(
+        version=version, requirement=requirement)
 
 
 def pip_constraints(names=SLICER_OWNED_PACKAGES):

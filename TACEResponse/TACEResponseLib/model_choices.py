@@ -6,6 +6,7 @@ import os
 
 from . import model_package
 from .errors import TACEResponseError
+from .i18n import _
 from .scene_io import phases_of
 
 
@@ -57,7 +58,7 @@ def model_choices(registry_path=None, folders=()):
         entries = model_package.read_registry(registry_path or model_package.REGISTRY_PATH)
     except TACEResponseError as exc:
         entries = []
-        choices.append(ModelChoice("", "(no model registry)", "bundled", available=False, problem=str(exc)))
+        choices.append(ModelChoice("", _("(no model registry)"), "bundled", available=False, problem=str(exc)))
     base = os.path.dirname(str(registry_path or model_package.REGISTRY_PATH))
     for entry in entries:
         name = entry["name"]

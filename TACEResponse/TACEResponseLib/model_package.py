@@ -33,6 +33,32 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+# verified SHA-256 of files already read in this process, keyed by what changes when a file is rewritten:
+# the model selector lists the downloaded models on every refresh, and re-reading gigabytes each time is slow
+_VERIFIED_SHA256 = {}
+
+
+def _file_identity(path):
+    """(resolved path, inode, size, mtime_ns, ctime_ns): a rewrite changes the size or the mtime, a file put
+    in its place the inode, and resetting the mtime afterwards (os.utime) still moves the ctime, so a
+    tampered file is hashed again. Like make, a rewrite within one tick of the file system's clock that
+    keeps the size could go unseen; the cache lives only as long as the process."""
+    resolved = Path(path).resolve()
+    status = resolved.stat()
+    return (str(resolved), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def cached_sha256(path):
+    """``sha256_of(path)``, read only once while the file stays unchanged (see ``_file_identity``)."""
+    identity = _file_identity(path)
+    digest = _VERIFIED_SHA256.get(identity)
+    if digest is None:
+        digest = sha256_of(path)
+        if _file_identity(path) == identity:  # not rewritten while it was being read
+            _VERIFIED_SHA256[identity] = digest
+    return digest
+
+
 def cache_dir():
     """Per-user cache for downloaded and unzipped packages (TACE_RESPONSE_CACHE overrides)."""
     override = os.environ.get("TACE_RESPONSE_CACHE")
@@ -207,7 +233,7 @@ def verify_weights(folder, card):
         path = Path(folder) / entry["file"]
         if not path.is_file():
             raise ModelError("{}: weight file missing".format(path))
-        actual = sha256_of(path)
+        actual = cached_sha256(path)
         if actual != entry["sha256"].lower():
             raise ModelError("{}: SHA-256 mismatch (expected {}, found {}); the file is corrupt or was altered"
                              .format(path, entry["sha256"], actual))
@@ -229,7 +255,7 @@ def load_package(path):
 
 def _unzipped(zip_path):
     """Extract once into the cache, keyed by the archive's hash so a changed archive is extracted again."""
-    target = cache_dir() / "unzipped" / sha256_of(zip_path)[:16]
+    target = cache_dir() / "unzipped" / cached_sha256(zip_path)[:16]
     if (target / CARD_NAME).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

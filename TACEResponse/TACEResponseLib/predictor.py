@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from . import anatomy, inference, measurements, preprocessing
+from . import anatomy, coarse_pass, inference, measurements, preprocessing
 from .errors import InputError
 from .model_package import localizer_card
 
@@ -81,6 +81,8 @@ class Predictor:
             self.localizer_tile = tuple(int(v) for v in coarse_card["inference"]["tile_size"])
             self.localizer_margin = int(coarse_card["inference"]["tile_margin"])
             self.roi_margin_mm = float(self.card["localizer"].get("roi_margin_mm", 30.0))
+            # how far beyond the coarse liver the main networks may label (null in the card: no limit)
+            self.reach_mm = self.card["localizer"].get("organ_reach_mm", coarse_pass.DEFAULT_REACH_MM)
         self.progress = progress or (lambda stage, fraction: None)
         inference = self.card.get("inference", {})
         self.max_tile = tuple(int(v) for v in inference.get("tile_size", (128, 128, 128)))
@@ -91,18 +93,20 @@ class Predictor:
     def response_statistics(self, images, paths=()):
         """The response pathway's pooled sums of each network, computed exactly as predict computes them
         (localiser, region, tiles), without the label map: what refitting the response pathway needs."""
-        box = self._locate(images, paths, None)[0] if self.localizer is not None else None
+        coarse = self._locate(images, paths, None)[0] if self.localizer is not None else None
+        box = None if coarse is None else (coarse.low, coarse.high)
         prepared = preprocessing.prepare(images, self.spec, paths, box=box, check_intensities=box is None)
-        return self._segment(prepared, None, None)[3]
+        return self._segment(prepared, None, None, coarse)[3]
 
     def predict(self, images, paths=(), tumor_mask=None, tumor_mask_path=None, liver_mask=None, liver_mask_path=None):
         timings = {}
         warnings = []
-        box = None
+        box = coarse = None
         if self.localizer is not None:
             started = time.perf_counter()
             self.progress("localize", 0.0)
-            box, warnings = self._locate(images, paths, tumor_mask, liver_mask)
+            coarse, warnings = self._locate(images, paths, tumor_mask, liver_mask)
+            box = None if coarse is None else (coarse.low, coarse.high)
             timings["localize"] = time.perf_counter() - started
         started = time.perf_counter()
         self.progress("preprocess", 0.0)
@@ -120,7 +124,8 @@ class Predictor:
         timings["preprocess"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        liver, tumor, logits, _, device_used, network_warnings = self._segment(prepared, mask_on_grid, liver_on_grid)
+        liver, tumor, logits, _, device_used, network_warnings = self._segment(prepared, mask_on_grid, liver_on_grid,
+                                                                                     coarse)
         warnings += network_warnings
         timings["network"] = time.perf_counter() - started
 
@@ -148,32 +153,11 @@ class Predictor:
                           tumor_source, liver_source)
 
     def _locate(self, images, paths, tumor_mask, liver_mask=None):
-        """Physical box around the liver found on the coarse grid (plus the user's tumor mask), and the
+        """The coarse liver region (:mod:`coarse_pass`; its box also covers the user's masks) and the
         whole-volume warnings. None (process everything) when no liver is found."""
-        coarse = preprocessing.prepare(images, self.localizer_spec, paths)
-        warnings = list(coarse.warnings)
-        volume, crop, pads = preprocessing.crop_to_body(coarse.array, self.localizer_spec.window,
-                                                        self.localizer.size_multiple)
-        self.localizer.to(self.device)
-        liver, tumor, _ = inference.run_network(self.localizer, volume, self.device, self.localizer_tile,
-                                                self.localizer_margin)
-        self.localizer.to("cpu")
-        valid = tuple(slice(0, s.stop - s.start) for s in crop)
-        region = anatomy.largest_component(anatomy.organ_mask(liver[valid], tumor[valid]))
-        if not region.any():
-            warnings.append("the coarse pass found no liver; the whole field of view was processed")
-            return None, warnings
-        spacing, origin = np.asarray(coarse.grid.spacing), np.asarray(coarse.grid.origin)
-        offset = np.array([crop[2].start, crop[1].start, crop[0].start])
-        first, last = (corner + offset for corner in preprocessing.nonzero_index_box(region))
-        # the coarse voxels' own half-width plus a margin for what the coarse pass under-segments
-        reach = spacing / 2.0 + self.roi_margin_mm
-        low, high = origin + first * spacing - reach, origin + last * spacing + reach
-        for user_mask in (tumor_mask, liver_mask):
-            mask_box = _mask_box(user_mask) if user_mask is not None else None
-            if mask_box is not None:
-                low, high = np.minimum(low, mask_box[0] - reach), np.maximum(high, mask_box[1] + reach)
-        return (low, high), warnings
+        boxes = [_mask_box(mask) for mask in (tumor_mask, liver_mask) if mask is not None]
+        return coarse_pass.locate(self.localizer, self.localizer_spec, self.localizer_tile, self.localizer_margin,
+                                  self.device, images, paths, self.roi_margin_mm, boxes)
 
     def _check_mask(self, mask_image, reference, grid, path, what="tumor mask"):
         if mask_image.GetDimension() != 3:
@@ -223,15 +207,23 @@ class Predictor:
                 "in the given mask" if user_mask else "found"))
         return warnings
 
-    def _segment(self, prepared, mask_on_grid, liver_on_grid):
-        """Networks, then anatomical post-processing (:mod:`anatomy`). When that removed something, the
+    def _segment(self, prepared, mask_on_grid, liver_on_grid, coarse=None):
+        """Networks, restricted to the reach of the coarse liver region, then anatomical post-processing
+        (:mod:`anatomy`). When these removed something, the
         response pathway pools again over the corrected segmentation, so the probability is not computed from
         labels the output no longer has (a given mask still wins over the corrected prediction). Returns
         liver and tumor probabilities on the prepared grid, logits, pooled sums, device and warnings."""
         liver, tumor, logits, pooled, device, warnings = self._run_networks(prepared, mask_on_grid, liver_on_grid)
-        liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing)
+        distance = None if coarse is None else coarse.distance_mm(prepared.grid)
+        liver, tumor, beyond_ml = coarse_pass.restrict(liver, tumor, distance, self.reach_mm if coarse else None,
+                                                       prepared.grid.voxel_volume_ml)
+        if beyond_ml >= REPOOL_MIN_ML:
+            warnings.append("removed {:.0f} mL labelled liver or tumor farther than {:g} mm from the coarse "
+                            "pass's liver".format(beyond_ml, float(self.reach_mm)))
+        hu = preprocessing.denormalise(prepared.array[0], self.spec.window)
+        liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing, hu)
         warnings += report.warnings()
-        if report.removed_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
+        if report.removed_ml + beyond_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
             tumor_weight = mask_on_grid if mask_on_grid is not None else tumor
             organ_weight = liver_on_grid if liver_on_grid is not None else np.minimum(liver + tumor, 1.0)
             _, _, logits, pooled, device, more = self._run_networks(prepared, tumor_weight, organ_weight)

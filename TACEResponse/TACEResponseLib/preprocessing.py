@@ -133,6 +133,12 @@ def normalise(array, window):
     return out
 
 
+def denormalise(array, window):
+    """The network input back in HU (clipped to the window): what the post-processing rules read."""
+    low, high = window
+    return array * ((high - low) / 2.0) + (low + high) / 2.0
+
+
 def same_grid(a, b):
     """True when two images share size, and origin, spacing and direction within rounding."""
     return (a.GetSize() == b.GetSize()

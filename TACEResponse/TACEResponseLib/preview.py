@@ -204,7 +204,7 @@ def write_preview(path, slices, document, dpi=100):
     lines += ["", "Centred on the " + slices.centred_on,
               "Outlines: liver (yellow), tumor (red)", "CT window W{:.0f}/L{:.0f}".format(*WINDOW_HU)]
     for warning in document.get("warnings", [])[:3]:
-        lines += textwrap.wrap("- " + warning, 38)[:2]
+        lines += textwrap.wrap("- " + warning, 38)[:3]
     text_axes.text(0.02, 0.98, "\n".join(lines), transform=text_axes.transAxes, va="top", ha="left",
                    color="white", fontsize=9, family="monospace")
     figure.savefig(str(path), dpi=dpi, facecolor="black", format="png")

@@ -7,34 +7,35 @@ no Qt, no ``slicer.app`` / ``slicer.mrmlScene``; tested against slicer-core.
 import slicer
 import vtk
 
+from .i18n import _
 from .scene_io import ATTR_RESULT, json_attribute, set_json_attribute, unique_name
 
 RESULT_ROWS = (
     # key, label, unit
-    ("response_probability", "Response probability", ""),
-    ("risk_category", "Risk category", ""),
-    ("risk_cutoff", "Risk cutoff (probability)", ""),
-    ("risk_meaning", "Risk meaning", ""),
-    ("liver_volume_ml", "Liver volume (with tumor)", "mL"),
-    ("liver_parenchyma_volume_ml", "Liver parenchyma volume", "mL"),
-    ("tumor_volume_ml", "Tumor volume", "mL"),
-    ("tumor_count", "Tumor count", ""),
-    ("largest_tumor_diameter_mm", "Largest tumor diameter (axial)", "mm"),
-    ("tumor_burden_percent", "Tumor burden", "%"),
-    ("tumor_source", "Tumor source", ""),
-    ("liver_source", "Liver source", ""),
-    ("tumor_edited", "Tumor edited", ""),
-    ("liver_edited", "Liver edited", ""),
-    ("measured_on", "Measured on", ""),
-    ("model_name", "Model", ""),
-    ("model_version", "Model version", ""),
-    ("model_sha256", "Model SHA-256", ""),
-    ("intended_use", "Intended use", ""),
-    ("device", "Device", ""),
-    ("fold_probabilities", "Fold probabilities", ""),
-    ("warnings", "Warnings", ""),
-    ("computed_at", "Computed at", ""),
-    ("software", "Software", ""),
+    ("response_probability", _("Response probability"), ""),
+    ("risk_category", _("Risk category"), ""),
+    ("risk_cutoff", _("Risk cutoff (probability)"), ""),
+    ("risk_meaning", _("Risk meaning"), ""),
+    ("liver_volume_ml", _("Liver volume (with tumor)"), "mL"),
+    ("liver_parenchyma_volume_ml", _("Liver parenchyma volume"), "mL"),
+    ("tumor_volume_ml", _("Tumor volume"), "mL"),
+    ("tumor_count", _("Tumor count"), ""),
+    ("largest_tumor_diameter_mm", _("Largest tumor diameter (axial)"), "mm"),
+    ("tumor_burden_percent", _("Tumor burden"), "%"),
+    ("tumor_source", _("Tumor source"), ""),
+    ("liver_source", _("Liver source"), ""),
+    ("tumor_edited", _("Tumor edited"), ""),
+    ("liver_edited", _("Liver edited"), ""),
+    ("measured_on", _("Measured on"), ""),
+    ("model_name", _("Model"), ""),
+    ("model_version", _("Model version"), ""),
+    ("model_sha256", _("Model SHA-256"), ""),
+    ("intended_use", _("Intended use"), ""),
+    ("device", _("Device"), ""),
+    ("fold_probabilities", _("Fold probabilities"), ""),
+    ("warnings", _("Warnings"), ""),
+    ("computed_at", _("Computed at"), ""),
+    ("software", _("Software"), ""),
 )
 
 
@@ -72,7 +73,7 @@ def fill_table(scene, result, table_node=None, name=None):
     """Write a result into a table node (one row per quantity: Measurement, Value, Unit, Key)."""
     if table_node is None:
         table_node = slicer.vtkMRMLTableNode()
-        table_node.SetName(unique_name(scene, name or "TACE response"))
+        table_node.SetName(unique_name(scene, name or _("TACE response")))
         scene.AddNode(table_node)
     values = result_values(result)
     table = table_node.GetTable()

@@ -10,6 +10,7 @@ import json
 import slicer
 import vtk
 
+from .i18n import _
 from .slicer_errors import SlicerLogicError
 
 MAX_PHASES = 4  # the module panel has this many input volume selectors
@@ -21,19 +22,18 @@ ATTR_RESULT_HASHES = "TACEResponse.ResultContent"         # {label name: fingerp
 ATTR_PREDICTED_ORGAN = "TACEResponse.PredictedOrgan"      # fingerprint of liver-or-tumor in the model output
 ATTR_MODEL = "TACEResponse.Model"
 ATTR_RESULT = "TACEResponse.Result"                       # on the table: the full result as JSON
+ATTR_HARDENED_FROM = "TACEResponse.HardenedFrom"          # on a hardened copy: the ID of the volume it copies
 REF_INPUT_VOLUME = "TACEResponse.InputVolume"             # segmentation -> input volumes, one per phase
 REF_RESULT_TABLE = "TACEResponse.ResultTable"             # segmentation -> table
 
-SEGMENTATION_SUFFIX = " TACE segmentation"
-TABLE_SUFFIX = " TACE response"
 
 
 def segmentation_name(volume_node):
-    return volume_node.GetName() + SEGMENTATION_SUFFIX
+    return _("{volume} TACE segmentation").format(volume=volume_node.GetName())
 
 
 def table_name(volume_node):
-    return volume_node.GetName() + TABLE_SUFFIX
+    return _("{volume} TACE response").format(volume=volume_node.GetName())
 
 
 def phases_of(card):
@@ -50,29 +50,27 @@ def check_inputs(volume_nodes, phases):
     """Why the inputs cannot be used (one sentence for the Predict button's tooltip), or None if they can."""
     phases = list(phases)
     if len(phases) > MAX_PHASES:
-        return "The model needs {} input phases; this module supports at most {}.".format(len(phases), MAX_PHASES)
+        return _("The model needs {count} input phases; this module supports at most {most}.").format(
+            count=len(phases), most=MAX_PHASES)
     volume_nodes = list(volume_nodes)[:len(phases)] + [None] * max(0, len(phases) - len(volume_nodes))
     for phase, node in zip(phases, volume_nodes):
         if node is None:
-            return "Select the {} CT volume.".format(phase_title(phase).lower())
+            return _("Select the {phase} CT volume.").format(phase=phase_title(phase).lower())
         image = node.GetImageData()
         if image is None:
-            return "{} has no image data.".format(node.GetName())
+            return _("{volume} has no image data.").format(volume=node.GetName())
         if image.GetNumberOfScalarComponents() != 1:
-            return "{} is not a scalar (grayscale) volume.".format(node.GetName())
+            return _("{volume} is not a scalar (grayscale) volume.").format(volume=node.GetName())
         if min(image.GetDimensions()) < 2:
-            return "{} is not a 3D volume ({}).".format(node.GetName(), "x".join(map(str, image.GetDimensions())))
+            return _("{volume} is not a 3D volume ({dimensions}).").format(
+                volume=node.GetName(), dimensions="x".join(map(str, image.GetDimensions())))
     ids = [node.GetID() for node in volume_nodes]
     if len(set(ids)) != len(ids):
-        return "The same volume is selected for two phases; select one volume per phase."
+        return _("The same volume is selected for two phases; select one volume per phase.")
     transforms = set(node.GetTransformNodeID() or "" for node in volume_nodes)
     if len(transforms) > 1:
-        return "The input volumes are under different transforms; harden the transforms first."
-    warping = non_linear_transform(volume_nodes[0])
-    if warping is not None:
-        # the network would see the unwarped voxels while the views show them warped
-        return ("{} is under the non-linear transform {}; harden the transform first (Data module: "
-                "right-click the volume > Harden transform).").format(volume_nodes[0].GetName(), warping.GetName())
+        return _("The input volumes are under different transforms; harden the transforms first.")
+    # a non-linear transform is not a reason to refuse: Predict offers a hardened copy (see hardened_copy)
     return None
 
 
@@ -87,22 +85,43 @@ def non_linear_transform(node):
     return None
 
 
+def hardened_copy(scene, volume_node):
+    """A copy of ``volume_node`` in the world frame: its parent transforms hardened on the copy (a non-linear one
+    resamples the voxels onto a grid that holds the warped volume), so the network sees what the views show.
+    The original node, its transform and its voxels are left as they are."""
+    name = unique_name(scene, _("{volume} (hardened)").format(volume=volume_node.GetName()))
+    copy = slicer.vtkSlicerVolumesLogic.CloneVolume(scene, volume_node, name)
+    if copy is None:
+        raise SlicerLogicError(_("could not copy {volume} to harden its transform").format(
+            volume=volume_node.GetName()))
+    copy.SetName(name)  # CloneVolume counts names already used, even by nodes removed since
+    copy.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    if not slicer.vtkSlicerTransformLogic.hardenTransform(copy) or copy.GetParentTransformNode() is not None \
+            or copy.GetImageData() is None:
+        scene.RemoveNode(copy)
+        raise SlicerLogicError(_("could not harden the transform of a copy of {volume}").format(
+            volume=volume_node.GetName()))
+    copy.SetAttribute(ATTR_HARDENED_FROM, volume_node.GetID())
+    place_in_subject_hierarchy(scene, volume_node, [copy])
+    return copy
+
+
 def find_label(labels, name):
     for label in labels:
         if str(label["name"]).lower() == name.lower():
             return label
-    raise SlicerLogicError("the model card has no label named {}".format(name))
+    raise SlicerLogicError(_("the model card has no label named {label}").format(label=name))
 
 
 def write_volume(volume_node, path):
     """Write a volume node (its own voxel grid and IJK-to-RAS geometry) to NRRD, leaving the scene as it was."""
     if volume_node.GetImageData() is None:
-        raise SlicerLogicError("{} has no image data".format(volume_node.GetName()))
+        raise SlicerLogicError(_("{volume} has no image data").format(volume=volume_node.GetName()))
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()  # not added to the scene: the user's nodes stay as they are
     storage.SetFileName(str(path))
     storage.SetUseCompression(False)  # a temporary file: speed over size
     if not storage.WriteData(volume_node):
-        raise SlicerLogicError("could not write {} to {}".format(volume_node.GetName(), path))
+        raise SlicerLogicError(_("could not write {volume} to {path}").format(volume=volume_node.GetName(), path=path))
     return str(path)
 
 
@@ -113,7 +132,7 @@ def read_labelmap(path):
     storage.SetFileName(str(path))
     storage.SetCenterImage(False)
     if not storage.ReadData(node) or node.GetImageData() is None:
-        raise SlicerLogicError("could not read the segmentation file {}".format(path))
+        raise SlicerLogicError(_("could not read the segmentation file {path}").format(path=path))
     return node
 
 

@@ -12,6 +12,7 @@ import slicer
 import vtk
 
 from . import terminology
+from .i18n import _
 from .scene_io import (ATTR_MODEL, ATTR_PREDICTED_HASHES, ATTR_RESULT_HASHES, ATTR_SEGMENT_IDS, REF_INPUT_VOLUME,
                        TemporaryNodes, find_label, ijk_to_ras_matrix, json_attribute, read_labelmap, same_geometry,
                        segmentation_name, set_json_attribute, sitk_image, unique_name, write_volume)
@@ -23,8 +24,9 @@ ANATOMIC_CONTEXT = terminology.ANATOMIC_CONTEXT
 
 # used when a model card lacks terminology for a label
 DEFAULT_TERMINOLOGY = {
-    "liver": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
+    "liver": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},  # not translated: DICOM code meanings
               "type": {"scheme": "SCT", "code": "10200004", "meaning": "Liver"}},
+    # not translated: DICOM code meanings
     "tumor": {"category": {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically Altered Structure"},
               "type": {"scheme": "SCT", "code": "108369006", "meaning": "Neoplasm"},
               "anatomic_region": {"scheme": "SCT", "code": "10200004", "meaning": "Liver"}},
@@ -104,7 +106,8 @@ def _export_segment(scene, segmentation_node, reference_volume, segment_id, name
     one.InsertNextValue(segment_id)
     if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
             segmentation_node, one, labelmap, reference_volume):
-        raise SlicerLogicError("could not export segment {} of {}".format(name, segmentation_node.GetName()))
+        raise SlicerLogicError(_("could not export segment {segment} of {segmentation}").format(
+            segment=name, segmentation=segmentation_node.GetName()))
     return labelmap
 
 
@@ -177,7 +180,7 @@ def edited_segments(scene, segmentation_node, reference_volume=None, labels=None
     reference_volume = reference_volume or (volumes[0] if volumes else None)
     if recorded is None or not labels or reference_volume is None:
         count = segmentation_node.GetSegmentation().GetNumberOfSegments()
-        return ["all segments"] if count else []
+        return [_("all segments")] if count else []
     current = content_fingerprints(scene, segmentation_node, reference_volume, labels)
     return [name for name, value in current.items() if recorded.get(name) != value]
 
@@ -192,8 +195,8 @@ def import_segmentation(scene, label_path, labels, reference_volume, segmentatio
     """
     labelmap = read_labelmap(label_path)
     if not same_geometry(labelmap, reference_volume):
-        raise SlicerLogicError("the segmentation file {} does not match the grid of {}".format(
-            label_path, reference_volume.GetName()))
+        raise SlicerLogicError(_("the segmentation file {path} does not match the grid of {volume}").format(
+            path=label_path, volume=reference_volume.GetName()))
     labelmap.SetIJKToRASMatrix(ijk_to_ras_matrix(reference_volume))
     ordered = sorted(labels, key=lambda label: int(label["value"]))
     values = [int(label["value"]) for label in ordered]
@@ -243,7 +246,8 @@ def import_segmentation(scene, label_path, labels, reference_volume, segmentatio
         imported = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
             labelmap, segmentation_node, ids)
     if not imported:
-        raise SlicerLogicError("could not import {} into {}".format(label_path, segmentation_node.GetName()))
+        raise SlicerLogicError(_("could not import {path} into {segmentation}").format(
+            path=label_path, segmentation=segmentation_node.GetName()))
     set_json_attribute(segmentation_node, ATTR_SEGMENT_IDS, id_map)
     display = segmentation_node.GetDisplayNode()
     if display is not None:
@@ -289,7 +293,8 @@ def copy_segment(scene, source_node, source_segment_id, target_node, target_segm
     """Replace a segment's content with another segment's (any segmentation node, any geometry or transform),
     resampled onto the reference volume's grid. The other segments of the target are left as they are."""
     if source_node.GetSegmentation().GetSegment(source_segment_id) is None:
-        raise SlicerLogicError("{} has no segment {}".format(source_node.GetName(), source_segment_id))
+        raise SlicerLogicError(_("{segmentation} has no segment {segment}").format(
+            segmentation=source_node.GetName(), segment=source_segment_id))
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     with TemporaryNodes(scene):
         labelmap = slicer.vtkMRMLLabelMapVolumeNode()
@@ -297,13 +302,13 @@ def copy_segment(scene, source_node, source_segment_id, target_node, target_segm
         one = vtk.vtkStringArray()
         one.InsertNextValue(source_segment_id)
         if not logic.ExportSegmentsToLabelmapNode(source_node, one, labelmap, reference_volume):
-            raise SlicerLogicError("could not export segment {} of {}".format(source_segment_id,
-                                                                              source_node.GetName()))
+            raise SlicerLogicError(_("could not export segment {segment} of {segmentation}").format(
+                segment=source_segment_id, segmentation=source_node.GetName()))
         # the exported labelmap sits under the source's transform; bring it into the target's frame
         oriented = logic.CreateOrientedImageDataFromVolumeNode(labelmap, target_node.GetParentTransformNode())
         if not logic.SetBinaryLabelmapToSegment(oriented, target_node, target_segment_id, logic.MODE_REPLACE):
-            raise SlicerLogicError("could not copy segment {} of {} into {}".format(
-                source_segment_id, source_node.GetName(), target_node.GetName()))
+            raise SlicerLogicError(_("could not copy segment {segment} of {source} into {target}").format(
+                segment=source_segment_id, source=source_node.GetName(), target=target_node.GetName()))
 
 
 def measure_masks(masks, labels, reference_volume):

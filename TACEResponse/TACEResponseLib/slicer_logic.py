@@ -7,8 +7,8 @@ classes without the Slicer application; the module widget (TACEResponse.py) is a
 This file holds the scene logic (:class:`TACEResponseSceneLogic`); the parts it uses live beside it, one
 job each, and their names are re-exported here for the widget and the tests:
 
-- ``scene_io``: volume node -> NRRD with its geometry, input checks (parent transforms), node attributes,
-  subject hierarchy;
+- ``scene_io``: volume node -> NRRD with its geometry, input checks, hardened copies of volumes under a
+  non-linear transform, node attributes, subject hierarchy;
 - ``segments``: labelmap -> Liver/Tumor segments with terminology, segments -> masks, edit fingerprints,
   segments taken from other nodes;
 - ``result_table``: result -> table node and back;
@@ -29,12 +29,14 @@ from .command import (LIB_PARENT, STAGE_SPANS, PredictionJob, child_environment,
                       error_message, overall_fraction, parse_progress_line, predict_command, read_result)
 from .environment import (PIP_REQUIREMENTS, REQUIRED_PACKAGES, SLICER_OWNED_PACKAGES,  # noqa: F401
                           missing_packages, pip_constraints)
+from .i18n import _
 from .model_choices import ModelChoice, choice_for, model_choices  # noqa: F401
 from .process_runner import ProcessRunner, run_to_completion
 from .result_table import RESULT_ROWS, fill_table, result_values, table_result, table_values  # noqa: F401
-from .scene_io import (ATTR_MODEL, ATTR_PREDICTED_HASHES, ATTR_RESULT, ATTR_RESULT_HASHES,  # noqa: F401
-                       ATTR_SEGMENT_IDS, MAX_PHASES, REF_INPUT_VOLUME, REF_RESULT_TABLE, SEGMENTATION_SUFFIX,
-                       TABLE_SUFFIX, TemporaryNodes, check_inputs, find_label, non_linear_transform, phase_title,
+from .scene_io import (ATTR_HARDENED_FROM, ATTR_MODEL, ATTR_PREDICTED_HASHES, ATTR_RESULT,  # noqa: F401
+                       ATTR_RESULT_HASHES, ATTR_SEGMENT_IDS, MAX_PHASES, REF_INPUT_VOLUME, REF_RESULT_TABLE,
+                       TemporaryNodes, check_inputs, find_label, hardened_copy,
+                       non_linear_transform, phase_title,
                        phases_of, place_in_subject_hierarchy, read_labelmap, segmentation_name, sitk_image, table_name,
                        write_volume)
 from .segments import (ANATOMIC_CONTEXT, DEFAULT_COLORS, DEFAULT_TERMINOLOGY, TERMINOLOGY_CONTEXT,  # noqa: F401
@@ -43,7 +45,8 @@ from .segments import (ANATOMIC_CONTEXT, DEFAULT_COLORS, DEFAULT_TERMINOLOGY, TE
                        organ_fingerprint, segment_ids, segment_masks, terminology_entry, write_segment_mask,
                        write_tumor_mask)
 from .scene_io import ATTR_PREDICTED_ORGAN, json_attribute, set_json_attribute
-from .slicer_errors import EditedSegmentationError, PredictionFailed, SlicerLogicError  # noqa: F401
+from .slicer_errors import (EditedSegmentationError, NonLinearTransformError, PredictionFailed,  # noqa: F401
+                            SlicerLogicError)
 
 
 class TACEResponseSceneLogic:
@@ -88,8 +91,11 @@ class TACEResponseSceneLogic:
         return None
 
     def start_predict(self, volume_nodes, model_key, device="auto", segmentation_node=None, table_node=None,
-                      overwrite_edited=False, package=None):
-        """Check the inputs, write them to a temporary folder, and build the command (nothing runs yet)."""
+                      overwrite_edited=False, package=None, harden_copies=False):
+        """Check the inputs, write them to a temporary folder, and build the command (nothing runs yet).
+
+        Inputs under a non-linear transform raise NonLinearTransformError unless ``harden_copies``: then the
+        prediction runs on hardened copies (new volume nodes; removed again if the job is discarded)."""
         package = package or self.resolve_model(model_key)
         phases = phases_of(package.card)
         volume_nodes = list(volume_nodes)
@@ -97,33 +103,48 @@ class TACEResponseSceneLogic:
         if problem:
             raise SlicerLogicError(problem)
         volume_nodes = volume_nodes[:len(phases)]
-        segmentation_node = self.owned_segmentation(segmentation_node, volume_nodes)
-        if segmentation_node is not None and not overwrite_edited:
-            edited = edited_segments(self.scene, segmentation_node, volume_nodes[0], package.card["labels"])
-            if edited:
-                raise EditedSegmentationError(segmentation_node, edited)
-        work_dir = self._work_dir()
+        warping = non_linear_transform(volume_nodes[0])
+        if warping is not None and not harden_copies:
+            raise NonLinearTransformError(volume_nodes[0], warping)
+        copies = []
         try:
-            inputs = self._write_inputs(work_dir, volume_nodes, phases)
+            if warping is not None:
+                for node in volume_nodes:
+                    copies.append(hardened_copy(self.scene, node))
+                volume_nodes = copies
+            segmentation_node = self.owned_segmentation(segmentation_node, volume_nodes)
+            if segmentation_node is not None and not overwrite_edited:
+                edited = edited_segments(self.scene, segmentation_node, volume_nodes[0], package.card["labels"])
+                if edited:
+                    raise EditedSegmentationError(segmentation_node, edited)
+            work_dir = self._work_dir()
+            try:
+                inputs = self._write_inputs(work_dir, volume_nodes, phases)
+            except BaseException:
+                shutil.rmtree(work_dir, ignore_errors=True)
+                raise
         except BaseException:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            for node in copies:
+                self.scene.RemoveNode(node)
             raise
         output_dir = os.path.join(work_dir, "output")
         command = predict_command(self.python_executable, inputs, output_dir, model_key, device)
         if table_node is not None and segmentation_node is None:
             table_node = None  # a new segmentation gets a new table
-        return PredictionJob("predict", command, child_environment(self.lib_parent), work_dir, output_dir,
-                             [node.GetID() for node in volume_nodes], model_key, package.card,
-                             segmentation_node.GetID() if segmentation_node else None,
-                             table_node.GetID() if table_node else None)
+        job = PredictionJob("predict", command, child_environment(self.lib_parent), work_dir, output_dir,
+                            [node.GetID() for node in volume_nodes], model_key, package.card,
+                            segmentation_node.GetID() if segmentation_node else None,
+                            table_node.GetID() if table_node else None)
+        job.created_volume_ids = [node.GetID() for node in copies]
+        return job
 
     def start_update(self, segmentation_node, model_key, device="auto", package=None):
         """Write the inputs and the edited Tumor segment, measure the edited segmentation, build the command."""
         package = package or self.resolve_model(model_key)
         volume_nodes = input_volumes(segmentation_node)
         if not volume_nodes or any(node is None for node in volume_nodes):
-            raise SlicerLogicError("the CT volume(s) {} was made from are no longer in the scene".format(
-                segmentation_node.GetName()))
+            raise SlicerLogicError(_("the CT volume(s) {segmentation} was made from are no longer in the scene").format(
+                segmentation=segmentation_node.GetName()))
         phases = phases_of(package.card)
         problem = check_inputs(volume_nodes, phases)
         if problem:
@@ -132,8 +153,8 @@ class TACEResponseSceneLogic:
         ids = segment_ids(segmentation_node, labels)
         tumor_name = str(find_label(labels, "Tumor")["name"])
         if tumor_name not in ids:
-            raise SlicerLogicError("{} has no {} segment; add one (Segment Editor) and draw the tumor in it".format(
-                segmentation_node.GetName(), tumor_name))
+            raise SlicerLogicError(_("{segmentation} has no {segment} segment; add one (Segment Editor) and draw the "
+                                     "tumor in it").format(segmentation=segmentation_node.GetName(), segment=tumor_name))
         liver_name = str(find_label(labels, "Liver")["name"])
         reference = volume_nodes[0]
         work_dir = self._work_dir()
@@ -209,19 +230,27 @@ class TACEResponseSceneLogic:
         except BaseException:
             self.discard(job)
             raise
+        job.applied = True
         if not keep_files:
             self.discard(job)
         return outcome
 
     def discard(self, job):
-        """Remove the job's temporary folder (inputs, mask, outputs)."""
+        """Remove the job's temporary folder (inputs, mask, outputs) and, unless its result was applied, the
+        hardened copies it made."""
         if job.work_dir and os.path.isdir(job.work_dir):
             shutil.rmtree(job.work_dir, ignore_errors=True)
+        if not job.applied:
+            for node_id in job.created_volume_ids:
+                node = self.scene.GetNodeByID(node_id)
+                if node is not None:
+                    self.scene.RemoveNode(node)
+            job.created_volume_ids = []
 
     def _volumes(self, job):
         nodes = [self.scene.GetNodeByID(node_id) for node_id in job.volume_ids]
         if any(node is None for node in nodes):
-            raise SlicerLogicError("an input volume was removed from the scene while the prediction ran")
+            raise SlicerLogicError(_("an input volume was removed from the scene while the prediction ran"))
         return nodes
 
     def _describe(self, result, job, volume_nodes):
@@ -267,6 +296,7 @@ class TACEResponseSceneLogic:
         set_json_attribute(segmentation_node, ATTR_RESULT_HASHES, prints)
 
         result = self._describe(result, job, volume_nodes)
+        # not translated: the result's values read the same in every language (as the command line's)
         result.update({"tumor_edited": False, "liver_edited": False, "measured_on": "model output"})
         table_node = fill_table(self.scene, result, table_node, table_name(reference))
         segmentation_node.SetNodeReferenceID(REF_RESULT_TABLE, table_node.GetID())
@@ -278,7 +308,7 @@ class TACEResponseSceneLogic:
         reference = volume_nodes[0]
         segmentation_node = self.scene.GetNodeByID(job.segmentation_id)
         if segmentation_node is None:
-            raise SlicerLogicError("the segmentation was removed from the scene while the update ran")
+            raise SlicerLogicError(_("the segmentation was removed from the scene while the update ran"))
         labels = job.labels
         predicted = json_attribute(segmentation_node, ATTR_PREDICTED_HASHES) or {}
         tumor_name = str(find_label(labels, "Tumor")["name"])
@@ -287,14 +317,18 @@ class TACEResponseSceneLogic:
         result = self._describe(result, job, volume_nodes)
         result["measurements_from_command"] = result.get("measurements")
         result["measurements"] = job.measurements
-        result["tumor_source"] = "user mask (edited {} segment)".format(tumor_name)
+        # the result's values read the same in every language (as the command line's): not translated
+        result["tumor_source"] = "user mask (edited {segment} segment)".format(segment=tumor_name)  # not translated: value
         result["tumor_edited"] = job.fingerprints.get(tumor_name) != predicted.get(tumor_name)
-        result["measured_on"] = "edited segmentation"
-        result["tumor_mask"] = "{} segment of {}".format(tumor_name, segmentation_node.GetName())
+        result["measured_on"] = "edited segmentation"  # not translated: value
+        result["tumor_mask"] = "{segment} segment of {segmentation}".format(  # not translated: value
+            segment=tumor_name, segmentation=segmentation_node.GetName())
         result["liver_edited"] = "--liver-mask" in job.command  # the organ changed, not just the tumor in it
         if "--liver-mask" in job.command:
-            result["liver_source"] = "user mask (edited {} segment)".format(liver_name)
-            result["liver_mask"] = "{} segment of {}".format(liver_name, segmentation_node.GetName())
+            result["liver_source"] = "user mask (edited {segment} segment)".format(  # not translated: value
+                segment=liver_name)
+            result["liver_mask"] = "{segment} segment of {segmentation}".format(  # not translated: value
+                segment=liver_name, segmentation=segmentation_node.GetName())
         table_node = self.scene.GetNodeByID(job.table_id) if job.table_id else None
         table_node = fill_table(self.scene, result, table_node, table_name(reference))
         segmentation_node.SetNodeReferenceID(REF_RESULT_TABLE, table_node.GetID())

@@ -12,8 +12,8 @@ import os
 
 TERMINOLOGY_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Resources",
                                 "Terminology", "SegmentationCategoryTypeModifier-TACEResponse.term.json")
-CONTEXT_NAME = "Segmentation category and type - TACE Response"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"  # Slicer's own; it holds Liver (SCT 10200004)
+CONTEXT_NAME = "Segmentation category and type - TACE Response"  # not translated: the file's context name
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"  # not translated: a context name; Slicer's own; it holds Liver (SCT 10200004)
 
 
 def read_terminology(path=TERMINOLOGY_FILE):

@@ -11,19 +11,20 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from .module_logic import TACEResponseLogic
+from .widget_install import InstallSection
 from .widget_models import ModelAndDeviceSection
 from .widget_results import ResultsSection
 from .widget_runs import RunSection
 
 # the library modules Slicer's process uses, each after those it imports (reloaded by Reload)
-LIB_RELOAD_ORDER = ("errors", "model_package", "environment", "terminology", "process_runner", "slicer_errors",
-                    "scene_io", "segments", "result_table", "cli", "command", "model_choices", "slicer_logic", "i18n",
-                    "sample_data", "parameters", "module_logic", "widget_models", "widget_runs", "widget_results",
-                    "widget", "self_test")
+LIB_RELOAD_ORDER = ("i18n", "errors", "model_package", "environment", "terminology", "process_runner",
+                    "slicer_errors", "scene_io", "segments", "result_table", "cli", "command", "model_choices",
+                    "slicer_logic", "sample_data", "parameters", "dependency_install", "module_logic",
+                    "widget_models", "widget_install", "widget_runs", "widget_results", "widget", "self_test")
 
 
-class TACEResponseWidget(ModelAndDeviceSection, RunSection, ResultsSection, ScriptedLoadableModuleWidget,
-                         VTKObservationMixin):
+class TACEResponseWidget(ModelAndDeviceSection, InstallSection, RunSection, ResultsSection,
+                         ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel. Thin: state in the parameter node, work in TACEResponseLogic / slicer_logic."""
 
     def __init__(self, parent=None):
@@ -91,6 +92,9 @@ class TACEResponseWidget(ModelAndDeviceSection, RunSection, ResultsSection, Scri
         ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self):
+        if self._install is not None:
+            self._install.cancel()
+            self.endInstall()
         self.cancelRunningJob()
         if self._probeRunner is not None:
             self._probeTimer.stop()

@@ -62,8 +62,9 @@ class ModelAndDeviceSection:
             label.setVisible(used)
             selector.setVisible(used)
             if used:
-                label.text = _("{} CT:").format(slicer_logic.phase_title(phases[i]))
-                selector.toolTip = _("CT volume of the {} phase").format(slicer_logic.phase_title(phases[i]).lower())
+                phase = slicer_logic.phase_title(phases[i])
+                label.text = _("{phase} CT:").format(phase=phase)
+                selector.toolTip = _("CT volume of the {phase} phase").format(phase=phase.lower())
         self.ui.modelInfoLabel.text = self.modelDescription(choice)
         self.updateButtons()
 
@@ -79,6 +80,7 @@ class ModelAndDeviceSection:
             parts.append("<b>{} {}</b>".format(choice.card["name"], choice.card["version"]))
         use = choice.intended_use
         if use:
+            # not translated: matched in the model card, which is written in English
             color = "#c62828" if "not for clinical use" in use.lower() else "#555555"
             parts.append("<span style='color:{}'>{}</span>".format(color, use))
         if choice.source == "download" and not choice.available:
@@ -111,7 +113,7 @@ class ModelAndDeviceSection:
         found = environment.parse_probe("\n".join(self._probeLines))
         if found is None:
             found = {"torch": None, "cuda": None, "mps": False,
-                     "error": (self._probeRunner.stderr_text.strip().splitlines() or ["no answer"])[-1]}
+                     "error": (self._probeRunner.stderr_text.strip().splitlines() or [_("no answer")])[-1]}
         self._probeRunner = None
         self._deviceProbe = found
         self.populateDevices()
@@ -158,12 +160,15 @@ class ModelAndDeviceSection:
     def downloadModel(self, choice):
         url = choice.entry.get("url", "")
         size = choice.entry.get("size_mb")
-        text = _("The model '{}' is not on this computer yet.\n\nDownload it from\n{}{}?\n\n"
-                 "Its SHA-256 checksum is verified before it is used.").format(
-            choice.title, url, " ({} MB)".format(size) if size else "")
+        if size:
+            text = _("The model '{model}' is not on this computer yet.\n\nDownload it ({size} MB) from\n{url}?\n\n"
+                     "Its SHA-256 checksum is verified before it is used.").format(model=choice.title, size=size, url=url)
+        else:
+            text = _("The model '{model}' is not on this computer yet.\n\nDownload it from\n{url}?\n\n"
+                     "Its SHA-256 checksum is verified before it is used.").format(model=choice.title, url=url)
         if not slicer.util.confirmOkCancelDisplay(text, windowTitle=_("Download model")):
             return False
-        dialog = qt.QProgressDialog(_("Downloading {}…").format(choice.title), _("Cancel"), 0, 100,
+        dialog = qt.QProgressDialog(_("Downloading {model}…").format(model=choice.title), _("Cancel"), 0, 100,
                                     slicer.util.mainWindow())
         dialog.setWindowModality(qt.Qt.WindowModal)
         dialog.setMinimumDuration(0)

@@ -76,7 +76,7 @@ class ResultsSection:
 
     def showError(self, message):
         """The one-line error (e.g. from the command line) in the panel, in red."""
-        self.setStatus(_("Error: {}").format(message), "#c62828")
+        self.setStatus(_("Error: {message}").format(message=message), "#c62828")
         logging.error("TACE Response: " + message)
 
     def updateResultsPanel(self, checkEdits=False):
@@ -102,11 +102,18 @@ class ResultsSection:
         m = result.get("measurements", {})
         category = result.get("risk_category", "")
         self.ui.probabilityLabel.text = "{:.0%}".format(result["response_probability"])
-        self.ui.riskLabel.text = _("{} risk (cutoff {:.0%})").format(category.capitalize(), result.get("risk_cutoff", 0))
+        if category == "high":
+            risk = _("High risk (cutoff {cutoff:.0%})")
+        elif category == "low":
+            risk = _("Low risk (cutoff {cutoff:.0%})")
+        else:
+            risk = _("Risk {category} (cutoff {cutoff:.0%})")
+        self.ui.riskLabel.text = risk.format(category=category, cutoff=result.get("risk_cutoff", 0))
         self.ui.riskLabel.toolTip = result.get("risk_meaning", "")
-        self.ui.riskLabel.setStyleSheet("font-weight: bold; color: {}".format(RISK_COLORS.get(category, "black")))
-        self.ui.liverVolumeLabel.text = _("{:.0f} mL (parenchyma {:.0f} mL)").format(
-            m.get("liver_volume_ml", 0), m.get("liver_parenchyma_volume_ml", 0))
+        self.ui.riskLabel.setStyleSheet("font-weight: bold; color: {color}".format(  # not translated: style sheet
+            color=RISK_COLORS.get(category, "black")))
+        self.ui.liverVolumeLabel.text = _("{liver:.0f} mL (parenchyma {parenchyma:.0f} mL)").format(
+            liver=m.get("liver_volume_ml", 0), parenchyma=m.get("liver_parenchyma_volume_ml", 0))
         self.ui.tumorVolumeLabel.text = "{:.1f} mL".format(m.get("tumor_volume_ml", 0))
         self.ui.tumorCountLabel.text = str(m.get("tumor_count", 0))
         self.ui.largestDiameterLabel.text = "{:.1f} mm".format(m.get("largest_tumor_diameter_mm", 0))
@@ -124,7 +131,7 @@ class ResultsSection:
         warnings = result.get("warnings", [])
         self.ui.warningsLabel.text = "<br>".join("⚠ " + w for w in warnings)
         use = model.get("intended_use", "")
-        self.ui.intendedUseLabel.text = _("Intended use: {}").format(use) if use else ""
+        self.ui.intendedUseLabel.text = _("Intended use: {use}").format(use=use) if use else ""
         if checkEdits:  # otherwise keep the last answer (finding it exports every segment)
             stale = False
             if segmentation is not None and slicer_logic.labels_of(segmentation):

@@ -17,7 +17,7 @@ class RunSection:
     """Mixed into TACEResponseWidget: needs self.ui, self.logic, self._parameterNode, self._timer."""
 
     def running(self):
-        return self._runner is not None
+        return self._runner is not None or self.installing()
 
     def updateButtons(self):
         if not hasattr(self, "ui"):
@@ -33,7 +33,9 @@ class RunSection:
             _("Open the Segment Editor on this segmentation and its CT volume") if segmentation is not None
             else _("Run Predict first (or select a segmentation under Outputs)."))
         updateReason = None
-        if self.running():
+        if self.installing():
+            updateReason = _("Python packages are being installed.")
+        elif self.running():
             updateReason = _("A prediction is running.")
         elif not made:
             updateReason = _("Run Predict first: Update works on a segmentation made by this module.")
@@ -49,46 +51,53 @@ class RunSection:
         """Why Predict cannot run now (tooltip text), or None."""
         if self._parameterNode is None:
             return _("No parameter node.")
+        if self.installing():
+            return _("Python packages are being installed.")
         if self.running():
             return _("A prediction is running.")
         choice = self.currentChoice()
         if choice is None or not choice.key:
             return _("No model: use Load model package… to pick one.")
         if choice.problem:
-            return _("The selected model cannot be used: {}").format(choice.problem)
+            return _("The selected model cannot be used: {problem}").format(problem=choice.problem)
         return slicer_logic.check_inputs(self._parameterNode.inputVolumes(), choice.phases)
 
     def onPredict(self):
-        if not self.prepareToRun(self.currentChoice()):
+        if not self.prepareToRun(self.currentChoice(), self.onPredict):
             return
         choice = self.currentChoice()  # refreshed: a model just downloaded now has its card
         volumes = self._parameterNode.inputVolumes()[:len(choice.phases)]
-        segmentation = self._parameterNode.outputSegmentation
-        options = {}
-        try:
-            with slicer.util.WaitCursor():
-                job = self.logic.sceneLogic.start_predict(volumes, choice.key, self._parameterNode.device,
-                                                          segmentation, self._parameterNode.resultTable)
-        except slicer_logic.EditedSegmentationError as exc:
-            answer = self.askAboutEdits(exc)
-            if answer is None:
-                return
-            options = {"overwrite_edited": answer == "overwrite", "new_segmentation": answer == "new"}
+        options = {"segmentation_node": self._parameterNode.outputSegmentation,
+                   "table_node": self._parameterNode.resultTable}
+        finishOptions = {}
+        # each question answered sets the option that keeps it from being asked again, so this ends
+        while True:
             try:
                 with slicer.util.WaitCursor():
-                    job = self.logic.sceneLogic.start_predict(
-                        volumes, choice.key, self._parameterNode.device,
-                        None if answer == "new" else segmentation, None, overwrite_edited=answer == "overwrite")
-            except TACEResponseError as error:
-                self.showError(str(error))
+                    job = self.logic.sceneLogic.start_predict(volumes, choice.key, self._parameterNode.device,
+                                                              **options)
+                break
+            except slicer_logic.NonLinearTransformError as exc:
+                if not slicer.util.confirmOkCancelDisplay(exc.question(), windowTitle=_("Non-linear transform")):
+                    self.setStatus(_("Not started: {volume} is under a non-linear transform.").format(
+                        volume=exc.volume_node.GetName()))
+                    return
+                options["harden_copies"] = True
+            except slicer_logic.EditedSegmentationError as exc:
+                answer = self.askAboutEdits(exc)
+                if answer is None:
+                    return
+                finishOptions = {"overwrite_edited": answer == "overwrite", "new_segmentation": answer == "new"}
+                options["overwrite_edited"] = answer == "overwrite"
+                if answer == "new":
+                    options["segmentation_node"] = options["table_node"] = None
+            except TACEResponseError as exc:
+                self.showError(str(exc))
                 return
-        except TACEResponseError as exc:
-            self.showError(str(exc))
-            return
-        self.startJob(job, options)
+        self.startJob(job, finishOptions)
 
     def onUpdate(self):
-        if not self.prepareToRun(self.currentChoice()):
+        if not self.prepareToRun(self.currentChoice(), self.onUpdate):
             return
         choice = self.currentChoice()
         try:
@@ -100,12 +109,12 @@ class RunSection:
             return
         self.startJob(job, {})
 
-    def prepareToRun(self, choice):
-        """Dependencies installed and the model on disk (both after the user agrees)."""
+    def prepareToRun(self, choice, retry):
+        """Dependencies installed and the model on disk (both after the user agrees). A missing package is
+        installed in the background first; ``retry`` (Predict or Update) runs again once it is there."""
         if choice is None or not choice.key:
             return False
-        if not self.logic.ensureDependencies():
-            self.setStatus(_("Not started: the Python packages the prediction needs are not installed."), "#c62828")
+        if not self.installThenContinue(retry):
             return False
         self.startDeviceProbe(again=True)  # a fresh PyTorch install may see the GPU
         if choice.source == "download" and not choice.available:
@@ -121,8 +130,8 @@ class RunSection:
         box = qt.QMessageBox(slicer.util.mainWindow())
         box.setIcon(qt.QMessageBox.Warning)
         box.setWindowTitle(_("Edited segmentation"))
-        box.setText(_("{} has edits ({}). A new prediction would replace them.").format(
-            error.segmentation_node.GetName(), ", ".join(error.edited)))
+        box.setText(_("{segmentation} has edits ({segments}). A new prediction would replace them.").format(
+            segmentation=error.segmentation_node.GetName(), segments=", ".join(error.edited)))
         box.setInformativeText(_("Keep your edits and write the new prediction to a new segmentation?"))
         newButton = box.addButton(_("New segmentation"), qt.QMessageBox.AcceptRole)
         overwriteButton = box.addButton(_("Overwrite my edits"), qt.QMessageBox.DestructiveRole)
@@ -145,7 +154,7 @@ class RunSection:
         except OSError as exc:
             self._runner = None
             self.logic.sceneLogic.discard(job)
-            self.showError(_("Could not start {}: {}").format(job.command[0], exc))
+            self.showError(_("Could not start {program}: {error}").format(program=job.command[0], error=exc))
             return
         self._started = time.monotonic()
         self.ui.logTextEdit.clear()
@@ -154,7 +163,7 @@ class RunSection:
         self.ui.progressBar.setVisible(True)
         self.ui.cancelButton.setVisible(True)
         self.ui.cancelButton.enabled = True
-        self.setStatus(_("Starting ({})…").format(_("update") if job.kind == "update" else _("prediction")))
+        self.setStatus(_("Starting the update…") if job.kind == "update" else _("Starting the prediction…"))
         self.updateButtons()
         self._timer.start()
 
@@ -167,8 +176,8 @@ class RunSection:
                 self.ui.logTextEdit.appendPlainText(line)
             else:
                 self.ui.progressBar.setValue(int(round(100 * self._job.fraction)))
-                self.setStatus(_("{}… ({:.0f} s)").format(self._job.stage.capitalize(),
-                                                          time.monotonic() - self._started))
+                self.setStatus(_("{stage}… ({seconds:.0f} s)").format(stage=self._job.stage.capitalize(),
+                                                                      seconds=time.monotonic() - self._started))
         code = self._runner.poll()
         if code is None:
             return
@@ -178,7 +187,7 @@ class RunSection:
             self.ui.logTextEdit.appendPlainText(line)
         # the whole run in Slicer's log too: the first thing to attach to a bug report
         (logging.info if code == 0 else logging.error)(
-            "TACE Response:\n" + slicer_logic.command_log(self._job, code, stderrText))
+            "TACE Response:\n" + slicer_logic.command_log(self._job, code, stderrText))  # not translated: log
         if code != 0:
             self.ui.logCollapsibleButton.collapsed = False
         self.applyJob(code, stderrText)
@@ -207,13 +216,15 @@ class RunSection:
             return
         except Exception as exc:  # keep the panel usable; details go to the log
             logging.exception("TACE Response: applying the result failed")
-            self.showError(_("Unexpected error while loading the result: {}").format(exc))
+            self.showError(_("Unexpected error while loading the result: {error}").format(error=exc))
             return
         finally:
             self.endRun()
         self.showOutcome(job, outcome)
 
     def onCancel(self):
+        if self.cancelInstall():
+            return
         self.cancelRunningJob()
         self.setStatus(_("Cancelled. The scene was not changed."))
 
@@ -240,5 +251,5 @@ class RunSection:
         volume = slicer.mrmlScene.GetNodeByID(job.volume_ids[0])
         if job.kind == "predict" and volume is not None:
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
-        self.setStatus(_("Done in {:.0f} s.").format(time.monotonic() - self._started), "#2e7d32")
+        self.setStatus(_("Done in {seconds:.0f} s.").format(seconds=time.monotonic() - self._started), "#2e7d32")
         self.updateResultsPanel(checkEdits=True)  # current, unless edited while it ran
