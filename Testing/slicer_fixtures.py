@@ -210,6 +210,28 @@ def save_scene(harness, folder, file_names):
     return os.path.join(folder, "scene.mrml")
 
 
+def box_labelmap(reference_volume, box):
+    """A labelmap node (not in a scene) on the reference volume's grid, 1 inside ``box`` ((k0, k1), (j0, j1),
+    (i0, i1)) and 0 elsewhere; returns the node and its voxel array (a view: change it, then Modified())."""
+    import vtk
+
+    slicer = _slicer()
+    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
+    matrix = vtk.vtkMatrix4x4()
+    reference_volume.GetIJKToRASMatrix(matrix)
+    labelmap.SetIJKToRASMatrix(matrix)
+    image = vtk.vtkImageData()
+    image.SetDimensions(reference_volume.GetImageData().GetDimensions())
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    labelmap.SetAndObserveImageData(image)
+    array = slicer.util.arrayFromVolume(labelmap)
+    array[...] = 0
+    (k0, k1), (j0, j1), (i0, i1) = box
+    array[k0:k1, j0:j1, i0:i1] = 1
+    image.Modified()
+    return labelmap, array
+
+
 def paint_block(harness, segmentation_node, segment_id, reference_volume, box):
     """Set the voxels of ``box`` ((k0, k1), (j0, j1), (i0, i1)) on the reference grid into a segment.
 
@@ -218,18 +240,8 @@ def paint_block(harness, segmentation_node, segment_id, reference_volume, box):
     import vtk
 
     slicer = _slicer()
-    with_mask = slicer.vtkMRMLLabelMapVolumeNode()
-    matrix = vtk.vtkMatrix4x4()
-    reference_volume.GetIJKToRASMatrix(matrix)
-    with_mask.SetIJKToRASMatrix(matrix)
-    image = vtk.vtkImageData()
-    image.SetDimensions(reference_volume.GetImageData().GetDimensions())
-    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    with_mask.SetAndObserveImageData(image)
-    array = slicer.util.arrayFromVolume(with_mask)
-    array[...] = 0
-    (k0, k1), (j0, j1), (i0, i1) = box
-    array[k0:k1, j0:j1, i0:i1] = 1
+    with_mask, array = box_labelmap(reference_volume, box)
+    image = with_mask.GetImageData()
     painted = array.astype(bool)
     # the stroke merged with what the segment holds, then written as the segment's whole content:
     # MODE_MERGE_MAX with a 0/1 image into an empty segment of a shared labelmap layer was seen to land

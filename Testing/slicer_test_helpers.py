@@ -7,8 +7,6 @@ labelmap is neither empty nor everything.
   check of an empty labelmap proves nothing; this one labels the body's box.
 """
 
-import vtk
-
 import slicer
 
 
@@ -28,19 +26,9 @@ def write_liver_model(folder, seed=0):
 def replace_segment(segmentation_node, segment_id, reference_volume, box):
     """Make a segment exactly ``box`` ((k0, k1), (j0, j1), (i0, i1)) on the reference grid, in the segmentation's
     own frame (as the Segment Editor does under a transform). Returns the box as a boolean array."""
-    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-    matrix = vtk.vtkMatrix4x4()
-    reference_volume.GetIJKToRASMatrix(matrix)
-    labelmap.SetIJKToRASMatrix(matrix)
-    image = vtk.vtkImageData()
-    image.SetDimensions(reference_volume.GetImageData().GetDimensions())
-    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    labelmap.SetAndObserveImageData(image)
-    array = slicer.util.arrayFromVolume(labelmap)
-    array[...] = 0
-    (k0, k1), (j0, j1), (i0, i1) = box
-    array[k0:k1, j0:j1, i0:i1] = 1
-    image.Modified()
+    import slicer_fixtures as fx
+
+    labelmap, array = fx.box_labelmap(reference_volume, box)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     oriented = logic.CreateOrientedImageDataFromVolumeNode(labelmap)
     assert logic.SetBinaryLabelmapToSegment(oriented, segmentation_node, segment_id, logic.MODE_REPLACE)

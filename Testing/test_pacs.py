@@ -130,6 +130,13 @@ def _run(argv, capfd):
     return code, out, err
 
 
+def _run_dimse(orthanc, calling_aet, out, model, capfd):
+    """`pacs` over DIMSE against the test Orthanc, calling as ``calling_aet`` (which picks how it answers)."""
+    return _run(["pacs", "--aet", ORTHANC_AET, "--host", "127.0.0.1", "--port", orthanc["dicom_port"],
+                 "--calling-aet", calling_aet, "--study", orthanc["study"], "-o", out,
+                 "--model", model.folder, "--device", "cpu"], capfd)
+
+
 def _check_round_trip(orthanc, out, code, err):
     assert code == 0, err
     seg = pydicom.dcmread(str(out / "segmentation.dcm"), stop_before_pixels=True)
@@ -151,18 +158,14 @@ def test_dicomweb_round_trip(orthanc, random_model, tmp_path, capfd):
 
 def test_dimse_round_trip(orthanc, random_model, tmp_path, capfd):
     out = tmp_path / "dimse"
-    code, _, err = _run(["pacs", "--aet", ORTHANC_AET, "--host", "127.0.0.1", "--port", orthanc["dicom_port"],
-                         "--calling-aet", OUR_AET, "--study", orthanc["study"], "-o", out,
-                         "--model", random_model.folder, "--device", "cpu"], capfd)
+    code, _, err = _run_dimse(orthanc, OUR_AET, out, random_model, capfd)
     _check_round_trip(orthanc, out, code, err)
 
 
 def test_refused_store_stores_nothing(orthanc, random_model, tmp_path, capfd):
     before = _instances(orthanc, "SEG") | _instances(orthanc, "SR")
     out = tmp_path / "refused"
-    code, _, err = _run(["pacs", "--aet", ORTHANC_AET, "--host", "127.0.0.1", "--port", orthanc["dicom_port"],
-                         "--calling-aet", REFUSED_AET, "--study", orthanc["study"], "-o", out,
-                         "--model", random_model.folder, "--device", "cpu"], capfd)
+    code, _, err = _run_dimse(orthanc, REFUSED_AET, out, random_model, capfd)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "nothing stored" in lines[0], err
@@ -172,9 +175,7 @@ def test_refused_store_stores_nothing(orthanc, random_model, tmp_path, capfd):
 
 def test_seg_stored_but_sr_refused_says_partly_stored(orthanc, random_model, tmp_path, capfd):
     out = tmp_path / "partial"
-    code, _, err = _run(["pacs", "--aet", ORTHANC_AET, "--host", "127.0.0.1", "--port", orthanc["dicom_port"],
-                         "--calling-aet", PARTIAL_AET, "--study", orthanc["study"], "-o", out,
-                         "--model", random_model.folder, "--device", "cpu"], capfd)
+    code, _, err = _run_dimse(orthanc, PARTIAL_AET, out, random_model, capfd)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "PARTLY STORED" in lines[0] and "segmentation.dcm" in lines[0], err
