@@ -50,6 +50,9 @@ DEFAULT_CONFIG = {
     # neighbouring organs learnt as extra segmentation classes (from a cohort's context_label maps), so that
     # spleen, stomach, bowel, kidney and pancreas compete with liver and tumor; the output stays 3 classes
     "context_classes": [],
+    # soft Dice over the context classes too (one term each, like liver and tumor), not cross-entropy alone:
+    # each is a few per cent of the voxels, and with cross-entropy alone they were never the most likely class
+    "context_dice": False,
     # bfloat16 autocast for training on the CPU
     "cpu_bf16": False,
     # refit the response pathway on whole-volume statistics of every training case at the end; off when the

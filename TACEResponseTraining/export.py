@@ -66,8 +66,9 @@ def localizer_entry(run, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
         "tile_margin": int(config["tile_margin"]),
         "roi_margin_mm": float(roi_margin_mm),
         "organ_reach_mm": coarse_pass.DEFAULT_REACH_MM,
+        "tumor_reach_mm": coarse_pass.DEFAULT_TUMOR_REACH_MM,
         "purpose": "coarse liver localisation: the main network runs only on the liver region plus the margin, "
-                   "and labels nothing farther than organ_reach_mm from it",
+                   "labels nothing farther than organ_reach_mm from it and no tumor farther than tumor_reach_mm",
         "metrics": run.get("metrics", {}),
     }
 

@@ -16,8 +16,8 @@ def soft_dice_loss(logits, target, classes=(1, 2), eps=1.0):
     return torch.stack(losses).mean()
 
 
-def segmentation_loss(logits, target):
-    return soft_dice_loss(logits, target) + F.cross_entropy(logits.float(), target.long())
+def segmentation_loss(logits, target, dice_classes=(1, 2)):
+    return soft_dice_loss(logits, target, dice_classes) + F.cross_entropy(logits.float(), target.long())
 
 
 def response_loss(logits, response):

@@ -283,6 +283,7 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
         # static_graph: the same parameters take part every step, whichever of them the loss uses
         step_model = torch.nn.parallel.DistributedDataParallel(
             step_model, device_ids=[ctx.local_rank] if device.startswith("cuda") else None, static_graph=True)
+    dice_classes = tuple(range(1, model.seg_out.out_channels)) if config.get("context_dice") else (1, 2)
     bar = _progress_bar(total_steps, state["step"], "train") if ctx.is_main else None
     window_loss = []
     while state["step"] < total_steps:
@@ -305,7 +306,7 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
         step_model.train()
         seg_logits, logit = step_model(x, y, torch.from_numpy(use_true).to(device), use_amp,
                                        bool(config.get("cpu_bf16")))
-        seg_loss = losses.segmentation_loss(seg_logits, y)
+        seg_loss = losses.segmentation_loss(seg_logits, y, dice_classes)
         resp_loss = losses.response_loss(logit, r)
         seg_weight, response_weight = task_loss_weights(config)
         loss = seg_weight * seg_loss + response_weight * resp_loss

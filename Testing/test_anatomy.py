@@ -146,11 +146,28 @@ def test_bright_inside_the_liver_and_bright_tumor_stay():
     assert report.removed_bright_ml == 0
 
 
+def test_the_hearts_blood_on_the_dome_is_removed_but_not_a_vessel_just_above_the_liver():
+    heart = _ball((30, 40, 62), 12) & ~LIVER  # the blood pool, 165 HU, above a 110 HU portal venous liver
+    vessel = np.zeros(SHAPE, bool)
+    vessel[28:31, 38:41, 10:30] = True  # 6 mm, as bright: thinner than the rule's 8 mm
+    hu = _hu(110.0)
+    hu[heart | vessel] = 165.0
+    liver, tumor, report = anatomy.constrain(*_maps(LIVER | heart | vessel), SPACING, hu)
+    labels = _labels(liver, tumor)
+    assert not labels[heart].any()
+    assert (labels[vessel & LIVER] == 1).all()
+    assert report.removed_bright_ml == pytest.approx(heart.sum() * 8 / 1000, rel=0.05)
+    # just under the floor (and 35 HU above the liver): left alone
+    hu[heart] = 145.0
+    _, _, report = anatomy.constrain(*_maps(LIVER | heart), SPACING, hu)
+    assert report.removed_bright_ml == 0
+
+
 def test_the_bright_threshold_follows_the_liver():
-    """A strongly enhancing liver (170 HU) is not bright; a region 60 HU above it is."""
+    """A strongly enhancing liver (170 HU) is not bright; a region 40 HU above it is."""
     stomach = _ball((30, 40, 62), 12) & ~LIVER
     hu = _hu(170.0)
-    hu[stomach] = 200.0  # above the 180 HU floor but only 30 HU above this liver
+    hu[stomach] = 200.0  # above the 150 HU floor but only 30 HU above this liver
     _, _, report = anatomy.constrain(*_maps(LIVER | stomach), SPACING, hu)
     assert report.removed_bright_ml == 0
     hu[stomach] = 240.0

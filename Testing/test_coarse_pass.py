@@ -52,6 +52,25 @@ def test_restrict_removes_only_what_lies_beyond_reach():
     assert none == 0.0 and (unchanged == liver).all()
 
 
+def test_restrict_tumor_holds_tumor_closer_than_the_organ():
+    coarse, low = _region()
+    fine = preprocessing.Grid(tuple(low - 31.0), (2.0, 2.0, 2.0), (50, 50, 50))
+    distance = coarse.distance_mm(fine)
+    # tumor everywhere, most likely class; the liver is second, above background only where it is 0.5+
+    tumor = np.full(distance.shape, 0.6, np.float32)
+    liver = np.where(distance > 8.0, 0.3, 0.1).astype(np.float32)
+    kept_liver, kept_tumor, removed = coarse_pass.restrict_tumor(liver, tumor, distance, 5.0, fine.voxel_volume_ml)
+    assert (kept_tumor[distance <= 5.0] == 0.6).all() and (kept_tumor[distance > 5.0] == 0.0).all()
+    assert (kept_liver == liver).all()  # what was tumor is now liver or background, as the network rated them
+    assert removed == pytest.approx((distance > 5.0).sum() * fine.voxel_volume_ml)
+    # a voxel labelled liver beyond the tumor reach is not counted as removed tumor
+    liver_first = np.where(distance > 5.0, 0.7, 0.1).astype(np.float32)
+    _, _, removed = coarse_pass.restrict_tumor(liver_first, np.full_like(liver, 0.2), distance, 5.0, 0.008)
+    assert removed == 0.0
+    _, same, none = coarse_pass.restrict_tumor(liver, tumor, distance, None, fine.voxel_volume_ml)
+    assert none == 0.0 and (same == tumor).all()
+
+
 def test_prediction_labels_nothing_beyond_the_reach(demo_with_localizer):
     image = sitk.ReadImage(str(SAMPLE))
     predictor = Predictor(demo_with_localizer, device="cpu")
@@ -64,15 +83,18 @@ def test_prediction_labels_nothing_beyond_the_reach(demo_with_localizer):
     on_input = sitk.GetArrayFromImage(sitk.Resample(outside, image, sitk.Transform(), sitk.sitkLinear, 1e6))
     assert labels.any()
     assert on_input[labels > 0].max() <= predictor.reach_mm + 2.0
+    tumor = labels == demo_with_localizer.label_value("Tumor")
+    assert not tumor.any() or on_input[tumor].max() <= predictor.tumor_reach_mm + 2.0
 
 
 def test_the_card_can_switch_the_restriction_off(demo_with_localizer, tmp_path):
     card = json.loads((demo_with_localizer.folder / "model.json").read_text())
     card["localizer"]["organ_reach_mm"] = None
+    card["localizer"]["tumor_reach_mm"] = None
     copy = tmp_path / "no_reach"
     shutil.copytree(str(demo_with_localizer.folder), str(copy))
     (copy / "model.json").write_text(json.dumps(card))
     predictor = Predictor(model_package.load_package(copy), device="cpu")
-    assert predictor.reach_mm is None
+    assert predictor.reach_mm is None and predictor.tumor_reach_mm is None
     prediction = predictor.predict([sitk.ReadImage(str(SAMPLE))], [str(SAMPLE)])
     assert not any("coarse pass" in w for w in prediction.warnings)

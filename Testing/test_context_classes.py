@@ -46,3 +46,21 @@ def test_extra_classes_widen_the_segmentation_output_only():
     assert seg_logits.shape[1] == 3 + len(CONTEXT_NAMES)
     old = build_network(network_card(load_config(None, channels=[4, 8], spacing_mm=[6.0, 6.0, 6.0])))
     assert old(torch.zeros(1, 1, 16, 16, 16))[0].shape[1] == 3  # cards without context classes are unchanged
+
+
+def test_context_dice_prices_a_missed_neighbour_as_a_class_not_by_its_voxels():
+    from TACEResponseTraining import losses
+
+    target = torch.zeros(1, 16, 16, 16, dtype=torch.long)
+    target[0, :8] = 1  # liver
+    target[0, 8:10] = CONTEXT_OFFSET + 1  # spleen: 1/8 of the voxels
+    # confident and right about liver and background, but the spleen called background
+    logits = torch.full((1, 3 + len(CONTEXT_NAMES), 16, 16, 16), -8.0)
+    logits[:, 0] = 8.0
+    logits[0, 1, :8] = 8.0
+    logits[0, 0, :8] = -8.0
+    foreground_only = losses.segmentation_loss(logits, target)
+    with_context = losses.segmentation_loss(logits, target, dice_classes=range(1, logits.shape[1]))
+    # cross-entropy alone prices the missed spleen at its share of the voxels; its Dice term at a whole class
+    assert with_context > foreground_only + 0.1
+    assert load_config(None)["context_dice"] is False  # older recipes train as they did

@@ -6,7 +6,8 @@ The rules, in order (each one can only remove labels or turn enclosed background
 0. **Contrast-bright is not parenchyma.** Positive oral contrast in the stomach or bowel and the blood of the
    heart chambers are brighter than enhancing liver. Voxels labelled liver that are brighter than
    ``max(bright_min_hu, liver median + bright_above_liver_hu)`` and form a region thicker than
-   ``2 * bright_mm`` (vessels are thinner) leave the organ before rule 1; rule 3 gives back what the liver
+   ``2 * bright_mm`` (vessels are thinner) leave the organ before rule 1 (150 HU and 40 HU: the heart's
+   blood in the portal venous phase, 150-190 HU on HCC_048, sits on the dome and was labelled liver); rule 3 gives back what the liver
    encloses (a wide vessel, a lipiodol deposit). Voxels labelled tumor are left alone: a hyper-enhancing
    lesion is tumor. Needs the image in HU; skipped without it.
 1. **One liver.** Liver and tumor together form one organ: the largest connected region, after cutting
@@ -128,7 +129,7 @@ def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_li
 
 
 def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, min_contact=0.05, bright_mm=4.0,
-              bright_min_hu=180.0, bright_above_liver_hu=60.0):
+              bright_min_hu=150.0, bright_above_liver_hu=40.0):
     """Apply the rules to probability maps (z, y, x) on a grid of ``spacing_xyz`` mm (``hu``: the image on the
     same grid, for rule 0); returns the new maps and an :class:`AnatomyReport`. Voxels next to the kept organ
     keep their probabilities, so the soft boundary survives the mapping back onto the input grid."""

@@ -83,6 +83,7 @@ class Predictor:
             self.roi_margin_mm = float(self.card["localizer"].get("roi_margin_mm", 30.0))
             # how far beyond the coarse liver the main networks may label (null in the card: no limit)
             self.reach_mm = self.card["localizer"].get("organ_reach_mm", coarse_pass.DEFAULT_REACH_MM)
+            self.tumor_reach_mm = self.card["localizer"].get("tumor_reach_mm", coarse_pass.DEFAULT_TUMOR_REACH_MM)
         self.progress = progress or (lambda stage, fraction: None)
         inference = self.card.get("inference", {})
         self.max_tile = tuple(int(v) for v in inference.get("tile_size", (128, 128, 128)))
@@ -220,6 +221,13 @@ class Predictor:
         if beyond_ml >= REPOOL_MIN_ML:
             warnings.append("removed {:.0f} mL labelled liver or tumor farther than {:g} mm from the coarse "
                             "pass's liver".format(beyond_ml, float(self.reach_mm)))
+        liver, tumor, tumor_beyond_ml = coarse_pass.restrict_tumor(
+            liver, tumor, distance, self.tumor_reach_mm if coarse else None, prepared.grid.voxel_volume_ml)
+        if tumor_beyond_ml >= REPOOL_MIN_ML:
+            warnings.append("removed {:.0f} mL labelled tumor farther than {:g} mm from the coarse pass's liver "
+                            "(kidney, gallbladder or bowel next to it)".format(tumor_beyond_ml,
+                                                                               float(self.tumor_reach_mm)))
+        beyond_ml += tumor_beyond_ml
         hu = preprocessing.denormalise(prepared.array[0], self.spec.window)
         liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing, hu)
         warnings += report.warnings()
