@@ -173,3 +173,42 @@ def test_the_bright_threshold_follows_the_liver():
     hu[stomach] = 240.0
     _, _, report = anatomy.constrain(*_maps(LIVER | stomach), SPACING, hu)
     assert report.removed_bright_ml > 0.9 * stomach.sum() * 8 / 1000
+
+
+def _rim(thickness_mm, mask=LIVER):
+    """The part of ``mask`` within ``thickness_mm`` of its surface on its medial side (x above the centre)."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(mask, sampling=SPACING)
+    rim = mask & (depth <= thickness_mm)
+    rim[:, :, :35] = False
+    rim[:12] = rim[48:] = False
+    return rim
+
+
+def test_a_tumor_drawn_as_a_rim_along_the_liver_edge_is_unlabelled():
+    rim = _rim(6.0)  # a 6 mm shell, 70 mm across: partial volume against fat or bowel, not a mass
+    plate = np.zeros(SHAPE, bool)
+    plate[29:31, 32:48, 22:38] = True  # 4 mm x 32 mm x 32 mm inside the liver: the hilum's fat, enclosed
+    assert (plate <= LIVER).all() and not (plate & rim).any()
+    liver, tumor, report = anatomy.constrain(*_maps(LIVER, rim | plate), SPACING)
+    labels = _labels(liver, tumor)
+    assert not (labels[rim | plate] == 2).any()
+    assert not labels[rim].any()  # on the surface: background
+    assert (labels[plate] == 1).all()  # enclosed by parenchyma: liver again (rule 3)
+    assert (labels[LIVER & ~rim] == 1).all()
+    assert report.removed_flat_regions == 2
+    assert report.removed_flat_tumor_ml == pytest.approx((rim | plate).sum() * 8 / 1000, rel=0.01)
+    assert report.removed_organ_ml == 0  # not counted twice
+    assert any("rim, not a mass" in w for w in report.warnings())
+
+
+def test_round_and_lobulated_lesions_stay_tumor():
+    round_lesion = _ball((30, 40, 30), 8)
+    # two overlapping balls: a lobulated, elongated lesion (44 mm long, 20 mm thick)
+    lobulated = (_ball((30, 30, 40), 5) | _ball((30, 42, 40), 5) | _ball((30, 52, 40), 4)) & LIVER
+    liver, tumor = _maps(LIVER, round_lesion | lobulated)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert (labels[round_lesion] == 2).all() and (labels[lobulated] == 2).all()
+    assert report.removed_flat_tumor_ml == 0

@@ -61,7 +61,7 @@ def test_restrict_tumor_holds_tumor_closer_than_the_organ():
     liver = np.where(distance > 8.0, 0.3, 0.1).astype(np.float32)
     kept_liver, kept_tumor, removed = coarse_pass.restrict_tumor(liver, tumor, distance, 5.0, fine.voxel_volume_ml)
     assert (kept_tumor[distance <= 5.0] == 0.6).all() and (kept_tumor[distance > 5.0] == 0.0).all()
-    assert (kept_liver == liver).all()  # what was tumor is now liver or background, as the network rated them
+    assert (kept_liver == liver).all()  # what was tumor is now liver only where the liver outweighs the rest
     assert removed == pytest.approx((distance > 5.0).sum() * fine.voxel_volume_ml)
     # a voxel labelled liver beyond the tumor reach is not counted as removed tumor
     liver_first = np.where(distance > 5.0, 0.7, 0.1).astype(np.float32)

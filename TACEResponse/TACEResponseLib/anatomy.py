@@ -6,16 +6,21 @@ The rules, in order (each one can only remove labels or turn enclosed background
 0. **Contrast-bright is not parenchyma.** Positive oral contrast in the stomach or bowel and the blood of the
    heart chambers are brighter than enhancing liver. Voxels labelled liver that are brighter than
    ``max(bright_min_hu, liver median + bright_above_liver_hu)`` and form a region thicker than
-   ``2 * bright_mm`` (vessels are thinner) leave the organ before rule 1 (150 HU and 40 HU: the heart's
-   blood in the portal venous phase, 150-190 HU on HCC_048, sits on the dome and was labelled liver); rule 3 gives back what the liver
-   encloses (a wide vessel, a lipiodol deposit). Voxels labelled tumor are left alone: a hyper-enhancing
-   lesion is tumor. Needs the image in HU; skipped without it.
+   ``2 * bright_mm`` (vessels are thinner) leave the organ before rule 1; rule 3 gives back what the liver
+   encloses (a wide vessel, a lipiodol deposit). The defaults, 150 HU and 40 HU, catch the heart's blood
+   on the dome in the portal venous phase (150-190 HU on HCC_048). Voxels labelled tumor are left alone:
+   a hyper-enhancing lesion is tumor. Needs the image in HU; skipped without it.
 1. **One liver.** Liver and tumor together form one organ: the largest connected region, after cutting
    bridges thinner than ``2 * bridge_mm`` (a network that leaks along the contact with the stomach, the
    spleen or a bowel loop connects them by such a bridge). What lies beyond a cut bridge is removed.
 2. **Tumor touches liver.** A tumor region whose boundary touches liver parenchyma over less than
    ``min_contact`` of its surface hangs off the organ by a point (a bowel loop or the stomach wall next to
    the liver) and is removed. Exophytic lesions grow out of the liver on a broad base and are kept.
+2b. **Tumor is a mass, not a rim.** A tumor region of ``flat_min_ml`` or more whose thickness (twice its
+   largest inscribed radius) is under ``flat_ratio`` of its longest extent is a plate or a strip: the
+   partial-volume rim of the liver against fat, bowel or the kidney, or the hilum's fat and vessels. It
+   leaves the organ before rule 3, so what the liver encloses comes back as liver. HCC, infiltrative
+   ones included, is thicker: on the phantoms' true lesions the ratio is 0.45 or more.
 3. **No holes.** Background fully enclosed by the organ (vessels at the hilum, an under-called
    iso-dense area) becomes liver.
 
@@ -35,10 +40,12 @@ class AnatomyReport:
     filled_ml: float  # enclosed background made liver (rule 3)
     removed_tumor_regions: int
     removed_bright_ml: float = 0.0  # contrast-bright regions labelled liver, not enclosed by it (rule 0)
+    removed_flat_tumor_ml: float = 0.0  # tumor regions shaped like a plate or a strip (rule 2b)
+    removed_flat_regions: int = 0
 
     @property
     def removed_ml(self):
-        return self.removed_organ_ml + self.removed_tumor_ml + self.removed_bright_ml
+        return self.removed_organ_ml + self.removed_tumor_ml + self.removed_bright_ml + self.removed_flat_tumor_ml
 
     def warnings(self, min_ml=1.0):
         out = []
@@ -51,6 +58,9 @@ class AnatomyReport:
         if self.removed_tumor_ml >= min_ml:
             out.append("removed {} tumor region(s), {:.1f} mL, that touch the liver only at a point".format(
                 self.removed_tumor_regions, self.removed_tumor_ml))
+        if self.removed_flat_tumor_ml >= min_ml:
+            out.append("unlabelled {} tumor region(s), {:.0f} mL, shaped like a rim, not a mass".format(
+                self.removed_flat_regions, self.removed_flat_tumor_ml))
         return out
 
 
@@ -92,25 +102,52 @@ def one_liver(organ, spacing_xyz, bridge_mm):
     return largest_component(organ & reach)
 
 
+def _regions(mask, grow=0):
+    """Each 26-connected region of ``mask``: (index box grown by ``grow`` voxels within the array, the region's
+    voxels in that box, its voxel count)."""
+    labels = sitk.ConnectedComponent(_image(mask), True)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(labels)
+    label_array = sitk.GetArrayFromImage(labels)
+    for value in stats.GetLabels():
+        x, y, z, sx, sy, sz = stats.GetBoundingBox(value)
+        box = tuple(slice(max(start - grow, 0), start + size + grow) for start, size in ((z, sz), (y, sy), (x, sx)))
+        yield box, label_array[box] == value, stats.GetNumberOfPixels(value)
+
+
 def _point_contact_tumors(tumor, parenchyma, min_contact):
     """Tumor regions whose one-voxel outer shell is liver parenchyma for less than ``min_contact``."""
     remove = np.zeros_like(tumor)
-    if not tumor.any():
-        return remove, 0
-    labels = sitk.ConnectedComponent(_image(tumor), True)
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(labels)
-    label_array = sitk.GetArrayViewFromImage(labels)
     count = 0
-    for value in stats.GetLabels():
-        x, y, z, sx, sy, sz = stats.GetBoundingBox(value)
-        box = (slice(max(z - 1, 0), z + sz + 1), slice(max(y - 1, 0), y + sy + 1), slice(max(x - 1, 0), x + sx + 1))
-        region = label_array[box] == value
+    for box, region, _ in (_regions(tumor, grow=1) if tumor.any() else ()):
         shell = _array(sitk.BinaryDilate(_image(region), [1, 1, 1], sitk.sitkCross)) & ~region
         if shell.sum() and parenchyma[box][shell].mean() < min_contact:
             remove[box] |= region
             count += 1
     return remove, count
+
+
+def flat_tumors(is_tumor, spacing_xyz, min_ml, ratio):
+    """Rule 2b's regions: tumor regions of ``min_ml`` or more thinner than ``ratio`` times their longest extent.
+    Returns (mask, count)."""
+    flat = np.zeros_like(is_tumor)
+    spacing_zyx = np.asarray(spacing_xyz, float)[::-1]
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    count = 0
+    for box, region, voxels in (_regions(is_tumor) if is_tumor.any() else ()):
+        if voxels * voxel_ml < min_ml:
+            continue
+        outside = _image(~np.pad(region, 1))  # background all round, for the distance map
+        outside.SetSpacing(tuple(float(v) for v in spacing_xyz))
+        # each voxel's distance (mm) to the nearest voxel outside the region: the largest is the inscribed radius
+        distance = sitk.DanielssonDistanceMap(outside, inputIsBinary=True, squaredDistance=False,
+                                              useImageSpacing=True)
+        thickness = 2.0 * float(sitk.GetArrayFromImage(distance).max())
+        extent = float(max(region.shape[axis] * spacing_zyx[axis] for axis in range(3)))
+        if thickness < ratio * extent:
+            flat[box] |= region
+            count += 1
+    return flat, count
 
 
 def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_liver_hu):
@@ -129,7 +166,7 @@ def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_li
 
 
 def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, min_contact=0.05, bright_mm=4.0,
-              bright_min_hu=150.0, bright_above_liver_hu=40.0):
+              bright_min_hu=150.0, bright_above_liver_hu=40.0, flat_min_ml=2.0, flat_ratio=0.25):
     """Apply the rules to probability maps (z, y, x) on a grid of ``spacing_xyz`` mm (``hu``: the image on the
     same grid, for rule 0); returns the new maps and an :class:`AnatomyReport`. Voxels next to the kept organ
     keep their probabilities, so the soft boundary survives the mapping back onto the input grid."""
@@ -145,14 +182,18 @@ def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, min_contact=0.0
     is_tumor = kept & (tumor > liver)
     hanging, n_hanging = _point_contact_tumors(is_tumor, kept & ~is_tumor, min_contact)
     kept &= ~hanging
+    flat, n_flat = flat_tumors(kept & is_tumor, spacing_xyz, flat_min_ml, flat_ratio)
+    kept &= ~flat  # before rule 3, which gives back as liver what the organ encloses
     filled = _array(sitk.BinaryFillhole(_image(kept), True)) & ~kept
-    gone = organ & ~kept & ~filled & ~hanging
+    gone = organ & ~kept & ~filled & ~hanging & ~flat
     report = AnatomyReport(round(float((gone & ~bright).sum()) * voxel_ml, 2),
                            round(float((hanging & ~filled).sum()) * voxel_ml, 2),
                            round(float((filled & ~organ).sum()) * voxel_ml, 2),
-                           n_hanging, round(float((gone & bright).sum()) * voxel_ml, 2))
+                           n_hanging, round(float((gone & bright).sum()) * voxel_ml, 2),
+                           round(float(flat.sum()) * voxel_ml, 2), n_flat)
     # the soft boundary stays, except into what a rule took out
-    near = _array(sitk.BinaryDilate(_image(kept | filled), [1, 1, 1], sitk.sitkBall)) & ~hanging & ~(bright & ~filled)
+    near = (_array(sitk.BinaryDilate(_image(kept | filled), [1, 1, 1], sitk.sitkBall)) & ~hanging & ~flat
+            & ~(bright & ~filled))
     liver = np.where(near, liver, 0.0).astype(np.float32)
     tumor = np.where(near, tumor, 0.0).astype(np.float32)
     liver[filled] = np.maximum(liver[filled], 1.0 - tumor[filled])

@@ -84,9 +84,9 @@ def restrict(liver, tumor, distance_mm, reach_mm: Optional[float], voxel_ml):
 
 
 def restrict_tumor(liver, tumor, distance_mm, tumor_reach_mm: Optional[float], voxel_ml):
-    """Tumor probability set to 0 farther than ``tumor_reach_mm`` from the coarse region (the voxel becomes
-    liver or background, whichever the fine network rates higher); returns the maps and the mL that were
-    labelled tumor there. ``tumor_reach_mm`` None: unchanged."""
+    """Tumor probability set to 0 farther than ``tumor_reach_mm`` from the coarse region (the voxel stays in
+    the organ only where its liver probability alone outweighs the rest); returns the maps and the mL that
+    were labelled tumor there. ``tumor_reach_mm`` None: unchanged."""
     if tumor_reach_mm is None or distance_mm is None:
         return liver, tumor, 0.0
     beyond = distance_mm > float(tumor_reach_mm)

@@ -224,9 +224,8 @@ class Predictor:
         liver, tumor, tumor_beyond_ml = coarse_pass.restrict_tumor(
             liver, tumor, distance, self.tumor_reach_mm if coarse else None, prepared.grid.voxel_volume_ml)
         if tumor_beyond_ml >= REPOOL_MIN_ML:
-            warnings.append("removed {:.0f} mL labelled tumor farther than {:g} mm from the coarse pass's liver "
-                            "(kidney, gallbladder or bowel next to it)".format(tumor_beyond_ml,
-                                                                               float(self.tumor_reach_mm)))
+            warnings.append("removed {:.0f} mL of tumor farther than {:g} mm from the coarse pass's liver "
+                            "(a neighbouring organ)".format(tumor_beyond_ml, float(self.tumor_reach_mm)))
         beyond_ml += tumor_beyond_ml
         hu = preprocessing.denormalise(prepared.array[0], self.spec.window)
         liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing, hu)
