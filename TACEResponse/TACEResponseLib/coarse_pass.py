@@ -18,8 +18,8 @@ import SimpleITK as sitk
 from . import anatomy, inference, preprocessing
 
 DEFAULT_REACH_MM = 10.0
-# chosen on held-out phantoms and the TotalSegmentator crop (README "The bundled demo model"): 3 mm halves
-# the false tumor again but cuts into real lesions at the liver's edge, which the coarse pass under-segments
+# chosen on held-out phantoms and the TotalSegmentator crop (README "The bundled demo model"): 3 mm removes
+# more false tumor but cuts into real lesions at the liver's edge, which the coarse pass under-segments
 DEFAULT_TUMOR_REACH_MM = 5.0
 
 
@@ -84,9 +84,9 @@ def restrict(liver, tumor, distance_mm, reach_mm: Optional[float], voxel_ml):
 
 
 def restrict_tumor(liver, tumor, distance_mm, tumor_reach_mm: Optional[float], voxel_ml):
-    """Tumor probability set to 0 farther than ``tumor_reach_mm`` from the coarse region (the voxel stays in
-    the organ only where its liver probability alone outweighs the rest); returns the maps and the mL that
-    were labelled tumor there. ``tumor_reach_mm`` None: unchanged."""
+    """Tumor probability set to 0 farther than ``tumor_reach_mm`` from the coarse region (a voxel labelled
+    tumor there becomes background: its liver probability was below the tumor's, so below one half);
+    returns the maps and the mL that were labelled tumor there. ``tumor_reach_mm`` None: unchanged."""
     if tumor_reach_mm is None or distance_mm is None:
         return liver, tumor, 0.0
     beyond = distance_mm > float(tumor_reach_mm)
