@@ -18,7 +18,7 @@ import numpy as np
 from TACEResponseLib import image_io, preprocessing
 from TACEResponseLib.errors import InputError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: grid centred on the image, padding repeats the edge
 # context labels (neighbouring organs: spleen, stomach and bowel, ...) join the training label map after the
 # foreground: value CONTEXT_OFFSET + k for context class k (1-based)
 CONTEXT_OFFSET = 2
@@ -104,7 +104,7 @@ def load_case(record, spec, multiple, cache_dir=None, with_context=False):
         context = preprocessing.labels_to_grid(image_io.read_mask(record.context_label), prepared.grid)
         label = np.where((label == 0) & (context > 0), context + CONTEXT_OFFSET, label).astype(np.uint8)
     volume, crop, pads = preprocessing.crop_to_body(prepared.array, spec.window, multiple)
-    label = np.pad(label[crop], [(0, p) for p in pads])
+    label = np.pad(label[crop], [(0, p) for p in pads], mode="edge")  # as the image is padded
     image = volume.astype(np.float16)
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,19 @@ def test_tiled_inference_matches_whole_volume_closely():
     assert np.abs(whole[0] - tiled[0]).mean() < 0.05
 
 
+def test_padding_beyond_valid_is_not_pooled():
+    """The padding to the size step repeats the edge slice; it must not count in the response statistics."""
+    torch.manual_seed(0)
+    net = MultiDL(channels=(4, 8, 16)).eval()
+    volume = np.random.default_rng(0).normal(size=(1, 32, 32, 32)).astype(np.float32)
+    everywhere = np.ones((32, 32, 32), np.float32)
+    for tile, margin in (((32, 32, 32), 8), ((16, 32, 32), 0)):  # one tile, and tiles that end in the padding
+        _, _, sums = inference.run_network(net, volume, "cpu", tile, margin, tumor_mask=0 * everywhere,
+                                           liver_mask=everywhere, valid=(27, 32, 30))
+        # the last three statistics: tumor weight, liver weight, organ weight at the deep level
+        assert sums[0, -3:].tolist() == [0.0, 27 * 32 * 30, 27 * 32 * 30]
+
+
 def test_training_metrics_match_scikit_learn():
     from sklearn.metrics import roc_auc_score
 

@@ -63,7 +63,22 @@ def test_canonical_grid_covers_oblique_image():
     corners = preprocessing.physical_corners(rotated)
     low = np.array(grid.origin)
     high = low + (np.array(grid.size) - 1) * 2.0
-    assert (corners.min(0) >= low - 1e-6).all() and (corners.max(0) <= high + 2.0 + 1e-6).all()
+    # every corner voxel centre lies within the grid's voxels (half a spacing beyond its outer centres)
+    assert (corners.min(0) >= low - 1.0 - 1e-6).all() and (corners.max(0) <= high + 1.0 + 1e-6).all()
+    # centred: the two ends fall short by the same amount
+    np.testing.assert_allclose(low - corners.min(0), corners.max(0) - high, atol=1e-6)
+
+
+def test_every_slice_maps_back_when_the_extent_is_not_a_whole_number_of_spacings():
+    """30 slices of 3 mm span 87 mm between their centres, 43.5 grid spacings of 2 mm: the first and last
+    slice must still come back labelled (a grid from the low corner missed the last one)."""
+    image = sitk.Image([40, 40, 30], sitk.sitkInt16)
+    image.SetSpacing((3.0, 3.0, 3.0))
+    image.SetOrigin((10.0, -20.0, 94.3))
+    grid = preprocessing.canonical_grid(image, (2.0, 2.0, 2.0))
+    everywhere = np.ones(grid.size[::-1], np.float32)
+    labels = sitk.GetArrayFromImage(preprocessing.probabilities_to_image(everywhere, 0 * everywhere, grid, image))
+    assert (labels == 1).all()
 
 
 @pytest.mark.parametrize("variant", ["identity", "flip_yz", "oblique", "anisotropic"])
@@ -121,6 +136,15 @@ def test_nan_is_refused():
     image.CopyInformation(ct)
     with pytest.raises(InputError, match="NaN"):
         preprocessing.prepare([image], SPEC, ["nan.nrrd"])
+
+
+def test_crop_to_body_pads_by_repeating_the_edge_slice():
+    """Air beyond a CT that ends inside the liver looks like the lung over the dome: pad with the edge."""
+    volume = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 20, 32, 32)).astype(np.float32)  # all body
+    padded, crop, pads = preprocessing.crop_to_body(volume, SPEC.window, 16)
+    assert padded.shape == (1, 32, 32, 32) and list(pads) == [12, 0, 0]
+    np.testing.assert_array_equal(padded[0, :20], volume[0])
+    np.testing.assert_array_equal(padded[0, 20:], np.repeat(volume[0, -1:], 12, axis=0))
 
 
 def test_crop_to_body_is_a_multiple_and_contains_body():

@@ -11,11 +11,13 @@ from .tiling import plan_tiles
 
 
 @torch.inference_mode()
-def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_tile=None, liver_mask=None):
+def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_tile=None, liver_mask=None,
+                valid=None):
     """Run one network over ``volume`` (channels, z, y, x; sizes multiples of network.size_multiple).
 
     Returns (liver probability, tumor probability, pooled sums tensor of shape (1, n)). ``tumor_mask`` and
-    ``liver_mask`` (z, y, x) replace the predicted tumor and liver in the pooled statistics only.
+    ``liver_mask`` (z, y, x) replace the predicted tumor and liver in the pooled statistics only. ``valid``
+    (z, y, x sizes from the start) is the part that is image, not padding; only it is pooled.
     """
     multiple = network.size_multiple
     tiles = list(plan_tiles(volume.shape[1:], max_tile, margin, multiple))
@@ -35,6 +37,8 @@ def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_t
                                  for mask in (tumor_mask, liver_mask))
         # weights on the whole tile: the histogram regions look one voxel beyond the core
         liver_w, tumor_w = region_weights(seg_logits.float(), mask_tile, liver_tile)
+        if valid is not None:
+            liver_w, tumor_w = (_without_padding(w, tile, valid) for w in (liver_w, tumor_w))
         regions = network.histogram_regions(liver_w, tumor_w)
         tile_sums = network.pooled_sums(features[keep + inner].float(), deep[keep + inner_deep].float(),
                                         liver_w[keep + inner], tumor_w[keep + inner], image=x[keep + inner],
@@ -47,6 +51,18 @@ def run_network(network, volume, device, max_tile, margin, tumor_mask=None, on_t
         if on_tile:
             on_tile((index + 1) / len(tiles))
     return liver, tumor, sums
+
+
+def _without_padding(weights, tile, valid):
+    """``weights`` (1, 1, z, y, x) of ``tile`` with the voxels at or beyond ``valid`` set to zero: the padding
+    repeats the edge slice, which must not count twice in the pooled statistics."""
+    for axis, (part, size) in enumerate(zip(tile, valid)):
+        if part.stop > size:
+            index = [slice(None)] * weights.dim()
+            index[2 + axis] = slice(max(size - part.start, 0), None)
+            weights = weights.clone()
+            weights[tuple(index)] = 0.0
+    return weights
 
 
 @torch.inference_mode()

@@ -260,6 +260,7 @@ class Predictor:
         if mask_on_grid is not None:
             mask = np.pad(mask_on_grid[crop], [(0, p) for p in pads])
         liver_mask = None if liver_on_grid is None else np.pad(liver_on_grid[crop], [(0, p) for p in pads])
+        valid = tuple(s.stop - s.start for s in crop)
         liver_sum = np.zeros(volume.shape[1:], np.float32)
         tumor_sum = np.zeros(volume.shape[1:], np.float32)
         logits, pooled = [], []
@@ -268,7 +269,7 @@ class Predictor:
             def on_tile(fraction, index=index):
                 self.progress("network", (index + fraction) / len(self.networks))
             liver, tumor, sums = inference.run_network(network, volume, device, self.max_tile, self.margin, mask,
-                                                       on_tile, liver_mask)
+                                                       on_tile, liver_mask, valid=valid)
             liver_sum += liver
             tumor_sum += tumor
             with torch.inference_mode():
@@ -278,7 +279,7 @@ class Predictor:
         n = float(len(self.networks))
         liver = np.zeros(prepared.array.shape[1:], np.float32)
         tumor = np.zeros(prepared.array.shape[1:], np.float32)
-        valid = tuple(slice(0, s.stop - s.start) for s in crop)
-        liver[crop] = liver_sum[valid] / n
-        tumor[crop] = tumor_sum[valid] / n
+        inside = tuple(slice(0, size) for size in valid)
+        liver[crop] = liver_sum[inside] / n
+        tumor[crop] = tumor_sum[inside] / n
         return liver, tumor, logits, pooled

@@ -86,10 +86,17 @@ def physical_corners(image):
 
 
 def canonical_grid(image, spacing):
-    """Axis-aligned grid at ``spacing`` covering the physical box of ``image``."""
+    """Axis-aligned grid at ``spacing`` covering the physical box of ``image``, centred on it.
+
+    The box's length is rarely a whole number of spacings; centring splits the shortfall between the two
+    ends, so each image slice lies within half a grid spacing of the grid and maps back with a value. A grid
+    starting at the low corner fell up to a whole spacing short at the top, and a CT's last slice came back
+    as background (a whole slice of liver on a CT that cuts through the liver)."""
     corners = physical_corners(image)
     low, high = corners.min(axis=0), corners.max(axis=0)
-    size = np.floor((high - low) / np.asarray(spacing) + 1e-6).astype(int) + 1
+    spacing = np.asarray(spacing, float)
+    size = np.floor((high - low) / spacing + 1e-6).astype(int) + 1
+    low = low + ((high - low) - (size - 1) * spacing) / 2.0
     return Grid(tuple(float(v) for v in low), tuple(float(s) for s in spacing), tuple(int(s) for s in size))
 
 
@@ -263,7 +270,9 @@ def mask_to_grid(mask_image, grid):
 def crop_to_body(volume, window, multiple):
     """Bounding box of the body (above -500 HU), grown to a multiple of the network's size step.
 
-    Returns (cropped volume padded as needed, slices of the crop in the volume, padding applied).
+    Returns (cropped volume padded as needed, slices of the crop in the volume, padding applied). The padding
+    repeats the last slice: where a CT ends inside the liver, air beyond it looks like the lung over the
+    dome, and the networks stopped the liver two slices short of the edge.
     """
     low, high = window
     body_level = (max(BODY_HU, low) - (low + high) / 2.0) * 2.0 / (high - low)
@@ -284,5 +293,5 @@ def crop_to_body(volume, window, multiple):
         pads.append(size - (end - start))
     cropped = volume[(slice(None),) + tuple(slices)]
     if any(pads):
-        cropped = np.pad(cropped, [(0, 0)] + [(0, p) for p in pads], constant_values=-1.0)
+        cropped = np.pad(cropped, [(0, 0)] + [(0, p) for p in pads], mode="edge")
     return np.ascontiguousarray(cropped), tuple(slices), pads
