@@ -55,6 +55,49 @@ def test_a_spleen_joined_by_a_thin_bridge_is_removed():
     assert report.removed_organ_ml > 0.9 * spleen.sum() * 8 / 1000
 
 
+def _liver_with_a_neighbour(offset_zyx, radius, neck_voxels, shape=(90, 80, 100)):
+    """A liver ball, a second ball at ``offset_zyx`` from its centre, and a square neck of ``neck_voxels``
+    between them; boolean masks on a grid of ``shape``."""
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    centre = np.array([30, 40, 40])
+    other_centre = centre + np.asarray(offset_zyx)
+    liver = (z - 30) ** 2 + (y - 40) ** 2 + (x - 40) ** 2 <= 18 ** 2
+    other = ((z - other_centre[0]) ** 2 + (y - other_centre[1]) ** 2 + (x - other_centre[2]) ** 2
+             <= radius ** 2)
+    neck = np.zeros(shape, bool)
+    axis = int(np.argmax(np.abs(offset_zyx)))
+    box = [slice(c - neck_voxels // 2, c + (neck_voxels + 1) // 2) for c in centre]
+    box[axis] = slice(min(centre[axis], other_centre[axis]), max(centre[axis], other_centre[axis]))
+    neck[tuple(box)] = True
+    return liver, other, neck
+
+
+def _organ_maps(mask):
+    return np.where(mask, 0.9, 0.02).astype(np.float32), np.zeros(mask.shape, np.float32)
+
+
+def test_the_heart_over_the_dome_joined_by_a_12_mm_neck_is_removed():
+    # HCC_048: the fine network carries the liver over the diaphragm into the heart through a 10-15 mm neck
+    liver_ball, heart, neck = _liver_with_a_neighbour((32, 0, 0), 11, 6)
+    liver, tumor = _organ_maps(liver_ball | heart | neck)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert not labels[heart].any()
+    assert (labels[liver_ball] == 1).mean() > 0.99
+    assert report.removed_over_dome_ml > 0.9 * heart.sum() * 8 / 1000
+    assert any("dome" in w for w in report.warnings())
+
+
+def test_a_left_lobe_beside_the_liver_joined_by_a_12_mm_isthmus_is_kept():
+    # the same neck beside the liver, not above it: a left lobe whose segment IV has atrophied (cirrhosis)
+    liver_ball, lobe, isthmus = _liver_with_a_neighbour((0, 0, 34), 11, 6)
+    liver, tumor = _organ_maps(liver_ball | lobe | isthmus)
+    liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
+    labels = _labels(liver, tumor)
+    assert (labels[liver_ball | lobe | isthmus] == 1).all()
+    assert report.warnings() == []
+
+
 def test_an_exophytic_lesion_is_kept():
     lesion = _ball((30, 40, 55), 9)  # centred 2 mm outside the liver's surface, broad base inside it
     assert (lesion & ~LIVER).sum() > 0.4 * lesion.sum()
