@@ -295,6 +295,17 @@ def test_no_liver_and_no_tumor_found_warn(packages, tmp_path, capfd):
     assert "warning: no liver found" in out
 
 
+def test_a_predicted_tumor_under_1_ml_warns_that_the_response_is_not_meaningful(random_model):
+    from TACEResponseLib.predictor import Predictor
+
+    predictor = Predictor(random_model, device="cpu")
+    measured = {"liver_volume_ml": 1500.0, "tumor_count": 2, "tumor_volume_ml": 0.74}
+    assert any(w.startswith("only 0.7 mL of tumor found") and "not meaningful" in w
+               for w in predictor._content_warnings(measured, False))
+    assert predictor._content_warnings(dict(measured, tumor_volume_ml=12.0), False) == []
+    assert predictor._content_warnings(measured, True) == []  # a mask the user drew is theirs to judge
+
+
 def test_empty_tumor_mask_warns(packages, tmp_path, capfd):
     ct = bad.good_ct(tmp_path)
     mask = bad.empty_mask(tmp_path)

@@ -17,6 +17,9 @@ from .model_package import localizer_card
 
 MIN_LIVER_ML = 300.0
 MAX_LIVER_ML = 6000.0
+# a predicted tumor smaller than this (a 12 mm sphere) is too little to read a response from: the demo model
+# finds no phantom lesion under 10 mL, so what it calls tumor at this size is mostly a false speck
+MIN_TUMOR_ML = 1.0
 # the response pathway pools again over the post-processed segmentation when it removed at least this much
 REPOOL_MIN_ML = 1.0
 
@@ -206,6 +209,9 @@ class Predictor:
         if measured["tumor_count"] == 0:
             warnings.append("no tumor {}; the response probability is not meaningful without a lesion".format(
                 "in the given mask" if user_mask else "found"))
+        elif not user_mask and measured["tumor_volume_ml"] < MIN_TUMOR_ML:
+            warnings.append("only {:.1f} mL of tumor found (under {:g} mL); the response probability is not "
+                            "meaningful for so little tumor".format(measured["tumor_volume_ml"], MIN_TUMOR_ML))
         return warnings
 
     def _segment(self, prepared, mask_on_grid, liver_on_grid, coarse=None):
