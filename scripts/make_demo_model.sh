@@ -5,7 +5,7 @@
 #   bash scripts/make_demo_model.sh WORKDIR [MODELDIR]
 # Environment: WORKERS (parallel processes, default 2), DEVICE (auto|cpu|cuda), MAIN_STEPS (default
 # "4000 6000"), LOC_STEPS (default "800 1600"), CASES (training cohort size, default 160), TEST_CASES
-# (default 40), VERSION (default 0.5.0), STAGE (all|train|package). A list of steps trains in stages: each
+# (default 40), VERSION (default 0.5.1), STAGE (all|train|package). A list of steps trains in stages: each
 # resumes the previous one and runs its cosine learning-rate decay again to the stage's own end (a warm
 # restart), so a model can be trained further without starting over. The same recipe with larger steps and
 # CASES is what a GPU would run. WORKDIR/timings.tsv records the wall time of every stage.
@@ -60,7 +60,7 @@ if [ "$stage" != train ]; then
         --tile-size 128
     timed test $train test "$work/untested" "$work/synth_test$test_cases" -o "$work/test$test_cases"
     # MODELDIR must not exist yet (export never overwrites): remove the old bundled model first on purpose
-    $train export "$work/run_demo_refit" -o "$model" --name demo --version "${VERSION:-0.5.0}" \
+    $train export "$work/run_demo_refit" -o "$model" --name demo --version "${VERSION:-0.5.1}" \
         --localizer "$work/run_localizer" --tile-size 128 --training-data "$here/demo_training_data.json" \
         --test-metrics "$work/test$test_cases/metrics.json" \
         --reproduce "bash scripts/make_demo_model.sh WORKDIR"
