@@ -17,7 +17,7 @@ def _ball(centre, radius):
 def _maps(liver_mask, tumor_mask=None, confidence=0.9):
     """Probability maps where the given masks are the most likely class."""
     liver = np.where(liver_mask, confidence, 0.02).astype(np.float32)
-    tumor = np.zeros(SHAPE, np.float32)
+    tumor = np.zeros(liver_mask.shape, np.float32)
     if tumor_mask is not None:
         tumor[tumor_mask] = confidence
         liver[tumor_mask] = 0.05
@@ -72,14 +72,10 @@ def _liver_with_a_neighbour(offset_zyx, radius, neck_voxels, shape=(90, 80, 100)
     return liver, other, neck
 
 
-def _organ_maps(mask):
-    return np.where(mask, 0.9, 0.02).astype(np.float32), np.zeros(mask.shape, np.float32)
-
-
 def test_the_heart_over_the_dome_joined_by_a_12_mm_neck_is_removed():
     # HCC_048: the fine network carries the liver over the diaphragm into the heart through a 10-15 mm neck
     liver_ball, heart, neck = _liver_with_a_neighbour((32, 0, 0), 11, 6)
-    liver, tumor = _organ_maps(liver_ball | heart | neck)
+    liver, tumor = _maps(liver_ball | heart | neck)
     liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
     labels = _labels(liver, tumor)
     assert not labels[heart].any()
@@ -91,7 +87,7 @@ def test_the_heart_over_the_dome_joined_by_a_12_mm_neck_is_removed():
 def test_a_left_lobe_beside_the_liver_joined_by_a_12_mm_isthmus_is_kept():
     # the same neck beside the liver, not above it: a left lobe whose segment IV has atrophied (cirrhosis)
     liver_ball, lobe, isthmus = _liver_with_a_neighbour((0, 0, 34), 11, 6)
-    liver, tumor = _organ_maps(liver_ball | lobe | isthmus)
+    liver, tumor = _maps(liver_ball | lobe | isthmus)
     liver, tumor, report = anatomy.constrain(liver, tumor, SPACING)
     labels = _labels(liver, tumor)
     assert (labels[liver_ball | lobe | isthmus] == 1).all()

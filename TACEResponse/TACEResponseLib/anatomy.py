@@ -12,16 +12,15 @@ The rules, in order (each one can only remove labels or turn enclosed background
    a hyper-enhancing lesion is tumor. Needs the image in HU; skipped without it.
 1. **One liver.** Liver and tumor together form one organ: the largest connected region, after cutting
    bridges thinner than ``2 * bridge_mm`` (a network that leaks along the contact with the stomach, the
-   spleen, a bowel loop or the heart on the dome connects them by such a bridge). What lies beyond a cut
-   bridge is removed. 5 mm (bridges under 10 mm): a wider cut severs a left lobe joined by a thin isthmus
-   (segment IV atrophies in cirrhosis; 8 mm cut such lobes off two held-out phantoms).
+   spleen or a bowel loop connects them by such a bridge). What lies beyond a cut bridge is removed. 5 mm
+   (bridges under 10 mm): a wider cut severs a left lobe joined by a thin isthmus (segment IV atrophies in
+   cirrhosis; 8 mm cut such lobes off two held-out phantoms).
 1b. **Nothing over the dome.** Of what a wider cut (``dome_bridge_mm``, bridges under 16 mm) separates, a
    part of ``dome_min_ml`` or more whose centre lies in the top ``dome_band`` of the rest's height, or above
    it, is the heart on the diaphragm, not liver: the left lobe lies below the right dome. On 16 held-out
    phantoms the parts this cut separates that lie in the top 15% are slivers of liver under 3 mL; on
-   HCC_048 the heart, 32 mL, is centred at the very top.
-   On HCC_048 the network carries the liver through a 10-15 mm neck into the heart. The grid is
-   axis-aligned in LPS, so a higher slice index is more superior.
+   HCC_048 the network carries the liver through a 10-15 mm neck into the heart, 32 mL centred at the very
+   top. The grid is axis-aligned in LPS, so a higher slice index is more superior.
 2. **Tumor touches liver.** A tumor region whose boundary touches liver parenchyma over less than
    ``min_contact`` of its surface hangs off the organ by a point (a bowel loop or the stomach wall next to
    the liver) and is removed. Exophytic lesions grow out of the liver on a broad base and are kept.
@@ -198,8 +197,8 @@ def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_li
 
 
 def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, dome_bridge_mm=8.0, dome_band=0.15,
-              dome_min_ml=5.0, min_contact=0.05, bright_mm=4.0, bright_min_hu=150.0, bright_above_liver_hu=40.0, flat_min_ml=2.0,
-              flat_ratio=0.25):
+              dome_min_ml=5.0, min_contact=0.05, bright_mm=4.0, bright_min_hu=150.0, bright_above_liver_hu=40.0,
+              flat_min_ml=2.0, flat_ratio=0.25):
     """Apply the rules to probability maps (z, y, x) on a grid of ``spacing_xyz`` mm (``hu``: the image on the
     same grid, for rule 0); returns the new maps and an :class:`AnatomyReport`. Voxels next to the kept organ
     keep their probabilities, so the soft boundary survives the mapping back onto the input grid."""
