@@ -67,8 +67,10 @@ def localizer_entry(run, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
         "roi_margin_mm": float(roi_margin_mm),
         "organ_reach_mm": coarse_pass.DEFAULT_REACH_MM,
         "tumor_reach_mm": coarse_pass.DEFAULT_TUMOR_REACH_MM,
+        "fill_missed_liver": True,
         "purpose": "coarse liver localisation: the main network runs only on the liver region plus the margin, "
-                   "labels nothing farther than organ_reach_mm from it and no tumor farther than tumor_reach_mm",
+                   "labels nothing farther than organ_reach_mm from it and no tumor farther than tumor_reach_mm; "
+                   "with fill_missed_liver, thick parts it is sure of that the main network missed become organ",
         "metrics": run.get("metrics", {}),
     }
 

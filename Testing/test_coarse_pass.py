@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import REPO
-from TACEResponseLib import coarse_pass, model_package, preprocessing
+from TACEResponseLib import anatomy, coarse_pass, model_package, preprocessing
 from TACEResponseLib.predictor import Predictor
 
 SAMPLE = REPO / "TACEResponse" / "Resources" / "SampleData" / "synthetic_ct.nii.gz"
@@ -71,6 +71,70 @@ def test_restrict_tumor_holds_tumor_closer_than_the_organ():
     assert none == 0.0 and (same == tumor).all()
 
 
+def test_coarse_probability_is_resampled_physically():
+    coarse, low = _region()
+    probability = sitk.Cast(coarse.region, sitk.sitkFloat32) * 0.95
+    coarse.organ_probability = probability
+    fine = preprocessing.Grid(tuple(low - 31.0), (2.0, 2.0, 2.0), (50, 50, 50))
+    on_fine = coarse.probability_on(fine)
+    distance = coarse.distance_mm(fine)
+    assert on_fine.shape == distance.shape
+    # the cube's value inside it; 0 beyond the linear interpolation's reach, a coarse voxel (6 mm) past the
+    # last voxel centre along each axis (up to 6 * sqrt(3) mm off a corner)
+    assert on_fine[distance == 0.0].max() == pytest.approx(0.95)
+    assert (on_fine[distance > 11.0] == 0.0).all() and on_fine[distance > 3.0].max() > 0.0
+    assert coarse_pass.CoarseRegion(coarse.region, low, low).probability_on(fine) is None
+
+
+def _fill_case():
+    """A 2 mm grid; the coarse pass is sure of the box [4:36]^3 (distance 0 there). The fine network labelled
+    the half x < 20 liver and left out, at x >= 20: a thick block of liver HU, a thick block of fat HU, a thin
+    slab of liver HU, and a thick block it rated tumor but below one half."""
+    shape = (40, 40, 40)
+    liver = np.zeros(shape, np.float32)
+    tumor = np.zeros(shape, np.float32)
+    hu = np.full(shape, 100.0, np.float32)
+    coarse = np.zeros(shape, np.float32)
+    coarse[4:36, 4:36, 4:36] = 0.95
+    distance = np.where(coarse > 0, 0.0, 8.0).astype(np.float32)
+    liver[4:36, 4:36, 4:20] = 0.9
+    hu[4:36, 4:36, 20:36] = -500.0  # air: never filled, except where the blocks below put tissue
+    hu[4:14, 4:16, 20:32] = 100.0  # thick parenchyma, 10 x 12 x 12 voxels
+    hu[4:14, 20:32, 20:32] = -80.0  # thick fat
+    hu[18:20, 4:32, 20:32] = 100.0  # a 4 mm slab
+    hu[24:34, 4:16, 20:32] = 100.0  # thick, rated tumor at 0.35 (and liver 0.1: organ below one half)
+    tumor[24:34, 4:16, 20:32] = 0.35
+    liver[24:34, 4:16, 20:32] = 0.1
+    return liver, tumor, coarse, distance, hu
+
+
+def test_fill_adds_thick_parenchyma_the_coarse_pass_is_sure_of_and_keeps_the_tumor_share():
+    liver, tumor, coarse, distance, hu = _fill_case()
+    new_liver, new_tumor, added_ml = coarse_pass.fill_missed_liver(liver, tumor, coarse, distance, hu,
+                                                                   (2.0, 2.0, 2.0), 0.008)
+    organ = anatomy.organ_mask(new_liver, new_tumor)
+    is_tumor = organ & (new_tumor > new_liver)
+    # the blocks, but for a few corner voxels that the opening's ball does not reach
+    parenchyma, lesion = (slice(4, 14), slice(4, 16), slice(20, 32)), (slice(24, 34), slice(4, 16), slice(20, 32))
+    assert organ[parenchyma].mean() > 0.98 and not is_tumor[parenchyma].any()
+    assert is_tumor[lesion].mean() > 0.98
+    assert not organ[4:14, 20:32, 20:32].any()  # fat
+    assert not organ[18:20, 4:32, 20:32].any()  # too thin to trust the coarse pass's 6 mm boundary
+    before = anatomy.organ_mask(liver, tumor)
+    assert (organ[before]).all() and (new_liver[before] == liver[before]).all()
+    assert added_ml == pytest.approx((organ & ~before).sum() * 0.008)
+    assert added_ml == pytest.approx(organ[parenchyma].sum() * 0.008 + organ[lesion].sum() * 0.008)
+
+
+def test_fill_adds_nothing_outside_the_coarse_region_or_where_it_is_unsure():
+    liver, tumor, coarse, distance, hu = _fill_case()
+    beyond = np.full_like(distance, 8.0)
+    for probability, dist in ((coarse, beyond), (coarse * 0.9, distance), (None, distance)):
+        new_liver, new_tumor, added_ml = coarse_pass.fill_missed_liver(liver, tumor, probability, dist, hu,
+                                                                       (2.0, 2.0, 2.0), 0.008)
+        assert added_ml == 0.0 and (new_liver == liver).all() and (new_tumor == tumor).all()
+
+
 def test_prediction_labels_nothing_beyond_the_reach(demo_with_localizer):
     image = sitk.ReadImage(str(SAMPLE))
     predictor = Predictor(demo_with_localizer, device="cpu")
@@ -91,10 +155,11 @@ def test_the_card_can_switch_the_restriction_off(demo_with_localizer, tmp_path):
     card = json.loads((demo_with_localizer.folder / "model.json").read_text())
     card["localizer"]["organ_reach_mm"] = None
     card["localizer"]["tumor_reach_mm"] = None
+    card["localizer"]["fill_missed_liver"] = False
     copy = tmp_path / "no_reach"
     shutil.copytree(str(demo_with_localizer.folder), str(copy))
     (copy / "model.json").write_text(json.dumps(card))
     predictor = Predictor(model_package.load_package(copy), device="cpu")
-    assert predictor.reach_mm is None and predictor.tumor_reach_mm is None
+    assert predictor.reach_mm is None and predictor.tumor_reach_mm is None and not predictor.fill_from_coarse
     prediction = predictor.predict([sitk.ReadImage(str(SAMPLE))], [str(SAMPLE)])
     assert not any("coarse pass" in w for w in prediction.warnings)

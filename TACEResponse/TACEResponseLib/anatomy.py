@@ -126,14 +126,24 @@ def over_the_dome(organ, spacing_xyz, bridge_mm, band, min_ml):
     slices = np.nonzero(main.any(axis=(1, 2)))[0]
     bottom, top = int(slices.min()), int(slices.max())
     voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
-    for box, region, voxels in _regions(organ & ~main):
+    for box, region, voxels in regions(organ & ~main):
         centre = box[0].start + float(np.nonzero(region)[0].mean())
         if voxels * voxel_ml >= min_ml and (centre - bottom) > (1.0 - band) * (top - bottom):
             above[box] |= region
     return above
 
 
-def _regions(mask, grow=0):
+def opened(mask, spacing_xyz, mm):
+    """``mask`` opened with a ball of radius ``mm``: what is thinner than 2 * ``mm`` goes."""
+    return _array(sitk.BinaryMorphologicalOpening(_image(mask), _radius(mm, spacing_xyz), sitk.sitkBall))
+
+
+def grown(mask):
+    """``mask`` dilated by one voxel (a 3 x 3 x 3 ball)."""
+    return _array(sitk.BinaryDilate(_image(mask), [1, 1, 1], sitk.sitkBall))
+
+
+def regions(mask, grow=0):
     """Each 26-connected region of ``mask``: (index box grown by ``grow`` voxels within the array, the region's
     voxels in that box, its voxel count)."""
     labels = sitk.ConnectedComponent(_image(mask), True)
@@ -150,7 +160,7 @@ def _point_contact_tumors(tumor, parenchyma, min_contact):
     """Tumor regions whose one-voxel outer shell is liver parenchyma for less than ``min_contact``."""
     remove = np.zeros_like(tumor)
     count = 0
-    for box, region, _ in (_regions(tumor, grow=1) if tumor.any() else ()):
+    for box, region, _ in (regions(tumor, grow=1) if tumor.any() else ()):
         shell = _array(sitk.BinaryDilate(_image(region), [1, 1, 1], sitk.sitkCross)) & ~region
         if shell.sum() and parenchyma[box][shell].mean() < min_contact:
             remove[box] |= region
@@ -165,7 +175,7 @@ def flat_tumors(is_tumor, spacing_xyz, min_ml, ratio):
     spacing_zyx = np.asarray(spacing_xyz, float)[::-1]
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     count = 0
-    for box, region, voxels in (_regions(is_tumor) if is_tumor.any() else ()):
+    for box, region, voxels in (regions(is_tumor) if is_tumor.any() else ()):
         if voxels * voxel_ml < min_ml:
             continue
         outside = _image(~np.pad(region, 1))  # background all round, for the distance map
@@ -191,9 +201,9 @@ def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_li
     bright = parenchyma & (hu > threshold)
     if not bright.any():
         return bright
-    thick = _array(sitk.BinaryMorphologicalOpening(_image(bright), _radius(bright_mm, spacing_xyz), sitk.sitkBall))
+    thick = opened(bright, spacing_xyz, bright_mm)
     # the opening trims the corners of what it keeps: grow back by a voxel, within the bright voxels
-    return _array(sitk.BinaryDilate(_image(thick), [1, 1, 1], sitk.sitkBall)) & bright
+    return grown(thick) & bright
 
 
 def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, dome_bridge_mm=8.0, dome_band=0.15,
@@ -227,7 +237,7 @@ def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, dome_bridge_mm=
                            round(float(flat.sum()) * voxel_ml, 2), n_flat,
                            round(float((dome & ~filled).sum()) * voxel_ml, 2))
     # the soft boundary stays, except into what a rule took out
-    near = (_array(sitk.BinaryDilate(_image(kept | filled), [1, 1, 1], sitk.sitkBall)) & ~hanging & ~flat
+    near = (grown(kept | filled) & ~hanging & ~flat
             & ~(bright & ~filled) & ~(dome & ~filled))
     liver = np.where(near, liver, 0.0).astype(np.float32)
     tumor = np.where(near, tumor, 0.0).astype(np.float32)

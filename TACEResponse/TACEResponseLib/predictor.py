@@ -87,6 +87,7 @@ class Predictor:
             # how far beyond the coarse liver the main networks may label (null in the card: no limit)
             self.reach_mm = self.card["localizer"].get("organ_reach_mm", coarse_pass.DEFAULT_REACH_MM)
             self.tumor_reach_mm = self.card["localizer"].get("tumor_reach_mm", coarse_pass.DEFAULT_TUMOR_REACH_MM)
+            self.fill_from_coarse = bool(self.card["localizer"].get("fill_missed_liver", True))
         self.progress = progress or (lambda stage, fraction: None)
         inference = self.card.get("inference", {})
         self.max_tile = tuple(int(v) for v in inference.get("tile_size", (128, 128, 128)))
@@ -234,9 +235,18 @@ class Predictor:
                             "(a neighbouring organ)".format(tumor_beyond_ml, float(self.tumor_reach_mm)))
         beyond_ml += tumor_beyond_ml
         hu = preprocessing.denormalise(prepared.array[0], self.spec.window)
+        filled_ml = 0.0
+        if coarse is not None and self.fill_from_coarse:
+            liver, tumor, filled_ml = coarse_pass.fill_missed_liver(
+                liver, tumor, coarse.probability_on(prepared.grid), distance, hu, prepared.grid.spacing,
+                prepared.grid.voxel_volume_ml)
+            if filled_ml >= REPOOL_MIN_ML:
+                warnings.append("added {:.0f} mL as liver where the coarse pass is sure of the liver and the main "
+                                "network missed it".format(filled_ml))
         liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing, hu)
         warnings += report.warnings()
-        if report.removed_ml + beyond_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
+        changed_ml = report.removed_ml + beyond_ml + filled_ml
+        if changed_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
             tumor_weight = mask_on_grid if mask_on_grid is not None else tumor
             organ_weight = liver_on_grid if liver_on_grid is not None else np.minimum(liver + tumor, 1.0)
             _, _, logits, pooled, device, more = self._run_networks(prepared, tumor_weight, organ_weight)
