@@ -23,7 +23,8 @@ Design notes (why things are done this way):
 Layout (one stage per file): ``tissues`` (class ids, label and context maps), ``geometry`` (shapes),
 ``anatomy`` (the patient), ``lesions``, ``appearance`` (HU per structure and phase), ``render`` (the class
 volume), ``acquisition`` (grid, partial volume, kernel, noise), ``outcome`` (the response and survival
-model), ``case`` (one case) and ``cohort`` (a cohort on disk). See docs/synthetic_cohort.md.
+model), ``case`` (one case) and ``cohort`` (a cohort on disk); apart from these, ``inserted_lesions`` paints
+lesions into a real CT, for measuring tumor segmentation on real background. See docs/synthetic_cohort.md.
 """
 
 from .acquisition import SLICE_SPACINGS
