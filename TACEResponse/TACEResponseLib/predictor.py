@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from . import anatomy, coarse_pass, inference, measurements, preprocessing
+from . import anatomy, coarse_pass, inference, measurements, preprocessing, tumor_margin
 from .errors import InputError
 from .model_package import localizer_card
 
@@ -245,7 +245,12 @@ class Predictor:
                                 "network missed it".format(filled_ml))
         liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing, hu)
         warnings += report.warnings()
-        changed_ml = report.removed_ml + beyond_ml + filled_ml
+        liver, tumor, halo_ml = tumor_margin.give_back_halo(liver, tumor, hu, prepared.grid.spacing)
+        if halo_ml >= REPOOL_MIN_ML:
+            warnings.append("gave back to the liver {:.0f} mL labelled tumor at the liver's HU, more than {:g} mm "
+                            "from anything lesion-like (a halo around a lesion)".format(halo_ml,
+                                                                                      tumor_margin.KEEP_MM))
+        changed_ml = report.removed_ml + beyond_ml + filled_ml + halo_ml
         if changed_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
             tumor_weight = mask_on_grid if mask_on_grid is not None else tumor
             organ_weight = liver_on_grid if liver_on_grid is not None else np.minimum(liver + tumor, 1.0)
