@@ -8,7 +8,7 @@ Tumor is held closer (``tumor_reach_mm``): the fine network's commonest real-CT 
 neighbour that touches the liver (the upper pole of the kidney, the gallbladder, the stomach wall), which
 the organ reach alone lets through because it lies within a centimetre of the liver.
 The coarse pass also fills in (:func:`fill_missed_liver`): on real CT the fine network sometimes loses a
-thick stretch of plain parenchyma (HCC_048's inferior right lobe, 39 mL) that the coarse network, seeing the
+thick stretch of plain parenchyma (HCC_048's inferior right lobe, 43 mL) that the coarse network, seeing the
 whole organ, is sure of.
 """
 
