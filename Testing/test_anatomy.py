@@ -251,3 +251,30 @@ def test_round_and_lobulated_lesions_stay_tumor():
     labels = _labels(liver, tumor)
     assert (labels[round_lesion] == 2).all() and (labels[lobulated] == 2).all()
     assert report.removed_flat_tumor_ml == 0
+
+
+def test_tumor_at_water_density_is_unlabelled_but_a_solid_hypodense_lesion_stays():
+    """The gallbladder on the liver's surface (bile, 10 HU) drawn as tumor becomes background, a cyst the liver
+    encloses becomes liver, and a hypodense but enhancing lesion (60 HU in a 110 HU liver) stays tumor."""
+    rng = np.random.default_rng(3)
+    gallbladder = _ball((30, 40, 52), 8)  # half outside the liver's edge, in the fossa
+    cyst = _ball((30, 34, 28), 6)
+    lesion = _ball((30, 50, 30), 6)
+    assert (cyst <= LIVER).all() and (lesion <= LIVER).all() and (gallbladder & ~LIVER).any()
+    hu = _hu(110.0) + rng.normal(0.0, 15.0, SHAPE).astype(np.float32)  # a noisy portal venous scan
+    hu[gallbladder] = 10.0 + rng.normal(0.0, 15.0, int(gallbladder.sum()))
+    hu[cyst] = 5.0 + rng.normal(0.0, 15.0, int(cyst.sum()))
+    hu[lesion] = 60.0 + rng.normal(0.0, 15.0, int(lesion.sum()))
+    liver, tumor, report = anatomy.constrain(*_maps(LIVER | gallbladder, gallbladder | cyst | lesion), SPACING, hu)
+    labels = _labels(liver, tumor)
+    assert not labels[gallbladder & ~LIVER].any()
+    assert (labels[cyst] == 1).all()
+    assert (labels[lesion] == 2).all()
+    assert report.removed_fluid_regions == 2
+    assert any("water density" in w for w in report.warnings())
+    # the same fluid in a dark (native, fatty) liver of 30 HU is within 30 HU of it: the rule stays off
+    hu_native = hu - 80.0
+    hu_native[cyst | gallbladder] = hu[cyst | gallbladder]
+    hu_native[lesion] = hu[lesion] - 45.0  # a hypodense lesion at 15 HU in that liver
+    _, _, native = anatomy.constrain(*_maps(LIVER | gallbladder, gallbladder | cyst | lesion), SPACING, hu_native)
+    assert native.removed_fluid_regions == 0

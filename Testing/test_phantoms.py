@@ -298,3 +298,55 @@ def test_refuses_non_empty_output(tmp_path):
         synth.generate_cohort(tmp_path / "keep.txt", 1, size_scale=SCALE)
     with pytest.raises(ValueError):
         synth.generate_cohort(tmp_path / "new", 1, phases=("delayed",), size_scale=SCALE)
+
+
+def _case_parts(seed, index, size_scale):
+    """The anatomy, organs and render grid that ``generate_case`` draws for this case (same streams)."""
+    from TACEResponseTraining.phantoms import anatomy
+
+    seeds = synth.case_rng(seed, index).integers(0, 2**32, size=(5, 4))
+    r_anat, r_grid = (np.random.default_rng([int(x) for x in s]) for s in seeds[:2])
+    A = anatomy._sample_anatomy(r_anat)
+    liver = anatomy._build_liver(r_anat, A)
+    O = anatomy._sample_organs(r_anat, A, liver)
+    return A, liver, O, synth.acquisition._sample_grid(r_grid, A, liver, size_scale)
+
+
+def test_porta_hepatis_and_fissure_are_fat_clefts_labelled_background():
+    """The portal trunk runs from the hilum through fat at portal-vein HU and is background, as are the porta's
+    fat and the fissure of the ligamentum teres: no liver class is painted inside either cleft."""
+    from TACEResponseTraining.phantoms import appearance, lesions, render, tissues
+    from TACEResponseTraining.phantoms.geometry import _blob_rho
+
+    assert tissues.LABEL_LUT[tissues.PORTAL_TRUNK] == 0 and tissues.CONTEXT_LUT[tissues.PORTAL_TRUNK] == 0
+    trunk_hu, trunk_labels, fissures = [], [], 0
+    for i in range(3):
+        A, liver, O, grid = _case_parts(41, i, 2.0)
+        les = lesions._place_lesions(np.random.default_rng(0), A, liver, grid["z_window"])
+        axes, _ = synth.acquisition._render_axes(grid)
+        cls, _ = render._render_classes(A, O, liver, les, axes)
+        liver_classes = np.isin(cls, [tissues.LIVER, tissues.PORTAL, tissues.HEPATIC])
+        for cleft in (O["porta"], O["fissure"]):
+            if cleft is None:
+                continue
+            inside = _blob_rho(axes[0], axes[1], axes[2], cleft) < 1
+            assert inside.any() and not (inside & liver_classes).any()
+            fissures += cleft is O["fissure"]
+        assert (cls == tissues.PORTAL_TRUNK).sum() > 0
+        # the generated case: sample the trunk's centre line where it runs outside the liver
+        res = synth.generate_case(synth.case_rng(41, i), "x", size_scale=2.0)
+        image, label = res.images["portal_venous"], res.label
+        a, b, ra, _ = O["portal_trunk"][0]
+        portal_hu = appearance._phase_lut(A, [], "portal_venous")[tissues.PORTAL]
+        for t in np.linspace(0.0, 1.0, 40):
+            p = a + t * (b - a)
+            index = np.round((p - liver["origin"]) / liver["spacing"]).astype(int)[::-1]
+            if np.any(index < 0) or np.any(index >= liver["outside"].shape) or liver["outside"][tuple(index)] < ra + 3:
+                continue
+            k = image.TransformPhysicalPointToIndex([float(x) for x in p + grid["p0"]])
+            if all(0 <= k[d] < image.GetSize()[d] for d in range(3)):
+                trunk_hu.append(image.GetPixel(k) - portal_hu)
+                trunk_labels.append(label.GetPixel(k))
+    assert fissures >= 1
+    assert len(trunk_labels) >= 10 and set(trunk_labels) == {0}
+    assert abs(float(np.median(trunk_hu))) < 30  # the portal vein's own HU, not fat's

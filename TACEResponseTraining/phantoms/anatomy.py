@@ -1,6 +1,7 @@
-"""The patient: body wall, spine, great vessels, liver (lobes, caudate, Riedel's lobe, nodularity) and the
-organs around it (spleen, stomach, pancreas, duodenum, bowel, kidneys with cysts and masses, heart, bladder,
-pelvis, ascites), in a patient frame (LPS axes, mm; origin at the right diaphragm dome)."""
+"""The patient: body wall, spine, great vessels, liver (lobes, caudate, Riedel's lobe, nodularity, the porta
+hepatis and the fissure of the ligamentum teres) and the organs around it (spleen, stomach, pancreas,
+duodenum, bowel, kidneys with cysts and masses, heart, bladder, pelvis, ascites), in a patient frame (LPS
+axes, mm; origin at the right diaphragm dome)."""
 
 from __future__ import annotations
 
@@ -348,4 +349,35 @@ def _sample_organs(rng, A, liver):
         [u(4.5, 6.5), u(4, 6), u(3.5, 5.5)],
         max_gen=4,
     )
+    # drawn last so that every earlier draw, and so the rest of the case, stays as before
+    O.update(_sample_hilum(rng, A, liver, O, hilum))
     return O
+
+
+def _sample_hilum(rng, A, liver, O, hilum):
+    """The fat clefts real livers have and that networks otherwise call liver or tumor: the porta hepatis
+    (fat around the portal vein, the hepatic artery and the bile duct where they enter the liver; its portal
+    trunk and common bile duct run through fat to the pancreas and duodenum) and the fissure of the
+    ligamentum teres (a thin fat plane between the left lateral and the medial segment)."""
+    u = rng.uniform
+    cells = liver["cells"]
+    ax_, ay_, _ = O["pancreas"][1].center
+    confluence = np.array([ax_ - u(15, 30), ay_ + u(8, 16), O["pancreas"][1].center[2] + u(-5, 10)])
+    towards = (confluence - hilum) / max(float(np.linalg.norm(confluence - hilum)), 1.0)
+    porta = _Blob(hilum + towards * u(0, 10), np.array([u(15, 28), u(8, 15), u(10, 18)]), _rand_rot(rng, 25),
+                  _make_waves(rng, 2, 10.0, 0.05, 0.15))
+    trunk_r = u(5.5, 8.0)
+    sleeve_r = trunk_r + u(4, 12)  # the fat of the hepatoduodenal ligament around the trunk, open to the surface
+    duct_start = hilum + np.array([-u(4, 12), -u(4, 10), u(-4, 4)])  # anterolateral to the portal vein
+    duct_end = O["pancreas"][0].center + np.array([-u(0, 10), u(0, 10), u(-5, 5)])
+    out = {"porta": porta, "porta_sleeve": (confluence, hilum, sleeve_r, sleeve_r), "portal_trunk": [(confluence, hilum, trunk_r, trunk_r * u(0.85, 1.0))],
+           "bile_duct": [(duct_start, duct_end, u(2.0, 5.0), u(2.0, 4.0))], "fissure": None}
+    if rng.random() < 0.8:
+        # the umbilical notch on the anterior surface, left of the midline; the plane runs back towards the porta
+        z_lo, z_hi = liver["z_range"]
+        target = np.array([u(-5, 30), -A["b_c"], z_lo + u(0.15, 0.45) * (z_hi - z_lo)])
+        notch = cells[np.argmin(np.linalg.norm(cells - target, axis=1))]
+        depth = u(15, 40)
+        out["fissure"] = _Blob(notch + np.array([0.0, depth * 0.4, 0.0]), np.array([u(1.5, 4.0), depth, u(15, 35)]),
+                               _rot_z(u(-30, 10)) @ _rand_rot(rng, 10), [])
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import F32
-from .tissues import AIR, AORTA, ASCITES, BLADDER, BOWEL, BOWEL_CONTENT, CANAL, CARTILAGE, DIAPHRAGM, DISC, FAT, FECES, GALLBLADDER, GAS, GI_CONTRAST, HEART, HEPATIC, IVC, KID_CORTEX, KID_CYST, KID_MASS, KID_MEDULLA, LESION_BASE, LIVER, LUNG, MUSCLE, PANCREAS, PARASPINAL, PELVIC_BONE, PORTAL, POST_ELEM, RIB, SKIN, SPLEEN, STOM_CONTENT, STOM_WALL, TABLE_CORE, TABLE_SHELL, VERT_CANC, VERT_CORT, VFAT
+from .tissues import AIR, AORTA, ASCITES, BLADDER, BOWEL, BOWEL_CONTENT, CANAL, CARTILAGE, DIAPHRAGM, DISC, FAT, FECES, GALLBLADDER, GAS, GI_CONTRAST, HEART, HEPATIC, IVC, KID_CORTEX, KID_CYST, KID_MASS, KID_MEDULLA, LESION_BASE, LIVER, LUNG, MUSCLE, PANCREAS, PARASPINAL, PELVIC_BONE, PORTAL, PORTAL_TRUNK, POST_ELEM, RIB, SKIN, SPLEEN, STOM_CONTENT, STOM_WALL, TABLE_CORE, TABLE_SHELL, VERT_CANC, VERT_CORT, VFAT
 
 
 PHASE_ORDER = ("native", "arterial", "portal_venous")  # acquisition order
@@ -59,6 +59,7 @@ def _sample_tissue_hu(rng):
     liver_native = u(40, 70)  # fatty to iron-rich livers
     put(LIVER, liver_native, liver_native + u(5, 35), liver_native + u(15, 90))
     put(PORTAL, u(35, 45), u(110, 150), u(140, 200))
+    hu[:, PORTAL_TRUNK] = hu[:, PORTAL]  # one vessel, inside and outside the liver (no draw: the stream stays)
     put(HEPATIC, u(35, 45), u(60, 80), u(120, 190))
     put(KID_CYST, u(-5, 20))
     put(KID_MASS, u(25, 45), u(60, 160), u(50, 110))

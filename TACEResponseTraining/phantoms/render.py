@@ -7,7 +7,7 @@ import numpy as np
 from .anatomy import _body_map, _dome
 from .geometry import F32, _Blob, _blob_rho, _box, _paint, _rot_z, _upsample, _waves_at
 from .lesions import _lesion_parts
-from .tissues import ASCITES, BLADDER, BOWEL, BOWEL_CONTENT, CARTILAGE, DIAPHRAGM, DISC, FECES, GALLBLADDER, GAS, GI_CONTRAST, HEART, HEPATIC, KID_CORTEX, KID_MEDULLA, LESION_BASE, LIVER, LUNG, MUSCLE, PANCREAS, PELVIC_BONE, PORTAL, RIB, SPLEEN, STOM_CONTENT, STOM_WALL, VERT_CANC, VERT_CORT, VFAT, _IN_KIDNEY_OR_FAT, _IN_LIVER, _IN_LIVER_ANY, _IN_LIVER_OR_FAT, _IN_LUNG, _IN_PELVIS, _IN_VFAT
+from .tissues import ASCITES, BLADDER, BOWEL, BOWEL_CONTENT, CARTILAGE, DIAPHRAGM, DISC, FECES, GALLBLADDER, GAS, GI_CONTRAST, HEART, HEPATIC, KID_CORTEX, KID_MEDULLA, LESION_BASE, LIVER, LUNG, MUSCLE, PANCREAS, PELVIC_BONE, PORTAL, PORTAL_TRUNK, RIB, SPLEEN, STOM_CONTENT, STOM_WALL, VERT_CANC, VERT_CORT, VFAT, _IN_KIDNEY_OR_FAT, _IN_LIVER, _IN_LIVER_ANY, _IN_LIVER_OR_FAT, _IN_LUNG, _IN_PELVIS, _IN_VFAT, _allowed
 
 
 def _render_classes(A, O, liver, lesions, axes):
@@ -85,6 +85,11 @@ def _render_classes(A, O, liver, lesions, axes):
         liver_box = (sl, sub)
     else:
         liver_box = None
+    # fat clefts into the liver: the porta hepatis and the fissure of the ligamentum teres
+    for cleft in (O["porta"], O["fissure"]):
+        if cleft is not None:
+            paint_blob(cleft, VFAT, _IN_LIVER)
+    _paint_tube(cls, axes, *O["porta_sleeve"], VFAT, _IN_LIVER)
     if O["ascites"] > 0 and liver_box is not None:  # perihepatic fluid in the fat around the liver
         t = O["ascites"]
         bx = _box(axes, lo - t, hi + t)
@@ -117,24 +122,15 @@ def _render_classes(A, O, liver, lesions, axes):
     pvtt = lesions[0].get("_pvtt_segments", 0) if lesions else 0
     for name, cid in (("portal", PORTAL), ("hepatic", HEPATIC)):
         for index, (a, b, ra, rb) in enumerate(O[name]):
-            r = max(ra, rb)
-            bx = _box(axes, np.minimum(a, b) - r, np.maximum(a, b) + r)
-            if bx is None:
-                continue
-            sl, (sx, sy, sz_) = bx
-            dx, dy, dz = (sx - a[0]).astype(F32), (sy - a[1]).astype(F32), (sz_ - a[2]).astype(F32)
-            v = (b - a).astype(np.float64)
-            L2 = float(v @ v)
-            proj = (float(v[0]) * dx)[None, None, :] + (float(v[1]) * dy)[None, :, None]
-            proj = proj + (float(v[2]) * dz)[:, None, None]
-            d2 = (dx * dx)[None, None, :] + (dy * dy)[None, :, None]
-            d2 = d2 + (dz * dz)[:, None, None]
-            t = np.clip(proj / L2, 0, 1)
-            d2 -= 2 * t * proj
-            d2 += t * t * L2
-            rr = ra + (rb - ra) * t
             thrombus = name == "portal" and index < pvtt
-            _paint(cls, sl, d2 < rr * rr, LESION_BASE if thrombus else cid, _IN_LIVER)
+            _paint_tube(cls, axes, a, b, ra, rb, LESION_BASE if thrombus else cid, _IN_LIVER)
+    # outside the liver: the portal trunk and the first branches through the porta's fat, the bile duct
+    root = O["portal_trunk"][0][1]
+    branches = [seg for seg in O["portal"] if np.allclose(seg[0], root)]
+    for a, b, ra, rb in O["portal_trunk"] + branches:
+        _paint_tube(cls, axes, a, b, ra, rb, PORTAL_TRUNK, _OUTSIDE_LIVER)
+    for a, b, ra, rb in O["bile_duct"]:
+        _paint_tube(cls, axes, a, b, ra, rb, GALLBLADDER, _OUTSIDE_LIVER)
     # lesions replace parenchyma and vessels
     for k, les in enumerate(lesions):
         b = les["_blob"]
@@ -175,6 +171,30 @@ def _render_classes(A, O, liver, lesions, axes):
         t *= cls[sl] == LIVER
         tex_list.append(("liver", -1, sl, t, A["tex_amp_liver"]))
     return cls, tex_list
+
+
+_OUTSIDE_LIVER = _allowed(VFAT, PANCREAS)  # vessels and ducts of the porta run through fat and the pancreas
+
+
+def _paint_tube(cls, axes, a, b, ra, rb, cid, allowed):
+    """A straight tube from a (radius ra) to b (radius rb), patient mm, where ``allowed`` permits."""
+    r = max(ra, rb)
+    bx = _box(axes, np.minimum(a, b) - r, np.maximum(a, b) + r)
+    if bx is None:
+        return
+    sl, (sx, sy, sz_) = bx
+    dx, dy, dz = (sx - a[0]).astype(F32), (sy - a[1]).astype(F32), (sz_ - a[2]).astype(F32)
+    v = (b - a).astype(np.float64)
+    L2 = float(v @ v)
+    proj = (float(v[0]) * dx)[None, None, :] + (float(v[1]) * dy)[None, :, None]
+    proj = proj + (float(v[2]) * dz)[:, None, None]
+    d2 = (dx * dx)[None, None, :] + (dy * dy)[None, :, None]
+    d2 = d2 + (dz * dz)[:, None, None]
+    t = np.clip(proj / L2, 0, 1)
+    d2 -= 2 * t * proj
+    d2 += t * t * L2
+    rr = ra + (rb - ra) * t
+    _paint(cls, sl, d2 < rr * rr, cid, allowed)
 
 
 def _noise_texture(noise, painted, cls, cid, amps):
