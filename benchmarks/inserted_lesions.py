@@ -91,7 +91,8 @@ def main(argv=None):
         for first in range(max(1, int(round(args.slice_mm / ct.GetSpacing()[2])))):
             thick = predictor.predict([thick_slices.thicker_slices(ct[:, :, first:], args.slice_mm)], ["thick"])
             rows["without_lesion_tumor_ml_per_slab_phase"].append(thick.measurements["tumor_volume_ml"])
-            rows["liver_agreement_with_thin_dice_per_slab_phase"].append(agreement(thick.label_image > 0, liver))
+            rows["liver_agreement_with_thin_dice_per_slab_phase"].append(
+                agreement(thick.label_image > 0, plain.label_image > 0))
         rows["without_lesion_tumor_ml"] = max(rows["without_lesion_tumor_ml_per_slab_phase"])
         rows["liver_agreement_with_thin_dice"] = min(rows["liver_agreement_with_thin_dice_per_slab_phase"])
     for index, (name, kind, centre) in enumerate(zip(names, kinds, centres)):

@@ -370,7 +370,8 @@ def _sample_hilum(rng, A, liver, O, hilum):
     sleeve_r = trunk_r + u(4, 12)  # the fat of the hepatoduodenal ligament around the trunk, open to the surface
     duct_start = hilum + np.array([-u(4, 12), -u(4, 10), u(-4, 4)])  # anterolateral to the portal vein
     duct_end = O["pancreas"][0].center + np.array([-u(0, 10), u(0, 10), u(-5, 5)])
-    out = {"porta": porta, "porta_sleeve": (confluence, hilum, sleeve_r, sleeve_r), "portal_trunk": [(confluence, hilum, trunk_r, trunk_r * u(0.85, 1.0))],
+    out = {"porta": porta, "porta_sleeve": (confluence, hilum, sleeve_r, sleeve_r),
+           "portal_trunk": [(confluence, hilum, trunk_r, trunk_r * u(0.85, 1.0))],
            "bile_duct": [(duct_start, duct_end, u(2.0, 5.0), u(2.0, 4.0))], "fissure": None}
     if rng.random() < 0.8:
         # the umbilical notch on the anterior surface, left of the midline; the plane runs back towards the porta
