@@ -85,15 +85,34 @@ def cache_path(record, spec, cache_dir, multiple=16, with_context=False):
     return Path(cache_dir) / _spec_key(spec, multiple, with_context) / (record.case_id + ".npz")
 
 
+def _source_fingerprint(record, with_context):
+    """Names, sizes and modification times of a case's input files (a DICOM folder's files included), hashed;
+    None when one is gone. A cache entry made from other files (a cohort regenerated into the same folder) is
+    rebuilt; one whose inputs are gone is still read, so a filled cache can stand in for the images."""
+    paths = list(record.images) + [record.label] + ([record.context_label] if with_context else [])
+    entries = []
+    for path in filter(None, paths):
+        root = Path(path)
+        try:
+            files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+            for file in files:
+                stat = file.stat()
+                entries.append([file.relative_to(root.parent).as_posix(), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            return None
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
 def load_case(record, spec, multiple, cache_dir=None, with_context=False):
     """Preprocess one case (or read it from the cache made with the same preprocessing settings). With
     ``with_context`` the case's context map (if any) fills the background of the label map."""
     cache_file = cache_path(record, spec, cache_dir, multiple, with_context)
-    if cache_file:
-        if cache_file.is_file():
-            with np.load(str(cache_file)) as data:
-                image, label = data["image"], data["label"]
-            return _cached(record, image, label)
+    source = _source_fingerprint(record, with_context) if cache_file else None
+    if cache_file and cache_file.is_file():
+        with np.load(str(cache_file)) as data:
+            made_from = str(data["source"]) if "source" in data.files else None
+            if source is None or made_from == source:
+                return _cached(record, data["image"], data["label"])
     images = [image_io.read_image(path)[0] for path in record.images]
     prepared = preprocessing.prepare(images, spec, record.images)
     if record.label:
@@ -112,7 +131,7 @@ def load_case(record, spec, multiple, cache_dir=None, with_context=False):
         # and the rename makes whichever finishes last win with a complete file
         partial = cache_file.with_name("{}.{}-{}.partial.npz".format(cache_file.stem, os.getpid(),
                                                                      uuid.uuid4().hex[:8]))
-        np.savez(str(partial), image=image, label=label)
+        np.savez(str(partial), image=image, label=label, source=np.array(source or ""))
         os.replace(str(partial), str(cache_file))
     return _cached(record, image, label)
 

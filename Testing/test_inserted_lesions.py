@@ -65,8 +65,9 @@ def test_an_empty_liver_or_a_centre_far_from_it_is_refused():
 
 def test_the_demo_model_finds_a_hypodense_lesion_in_a_real_liver(demo_with_localizer):
     """HCC_048 has no tumor mask; a 4 cm hypodense lesion painted into its right lobe has one. The model
-    labels all of it tumor, but also a halo of liver around it (predicted about 3 times the lesion's
-    volume: README 'The bundled demo model'), so the Dice bound is low."""
+    labels all of it tumor, and the halo rule gives back most of the liver the networks call tumor around
+    it (without the rule about 2.4 times the lesion's volume, Dice 0.58: README 'Tumor on a real liver's
+    background')."""
     ct = image_io.read_image(str(require(HCC_048)))[0]
     predictor = Predictor(demo_with_localizer, device="cpu")
     liver = predictor.predict([ct], [str(HCC_048)]).label_image > 0
@@ -77,7 +78,7 @@ def test_the_demo_model_finds_a_hypodense_lesion_in_a_real_liver(demo_with_local
     tumor = labels == demo_with_localizer.label_value("Tumor")
     lesion = sitk.GetArrayFromImage(mask) > 0
     assert tumor[lesion].mean() > 0.9
-    assert 2.0 * (tumor & lesion).sum() / (tumor.sum() + lesion.sum()) > 0.4
+    assert 2.0 * (tumor & lesion).sum() / (tumor.sum() + lesion.sum()) > 0.65
     beyond = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(mask, insideIsPositive=False, squaredDistance=False,
                                                                  useImageSpacing=True)) > 15.0
     assert (tumor & beyond).sum() * _voxel_ml(ct) < 5.0
