@@ -185,6 +185,31 @@ def test_bright_inside_the_liver_and_bright_tumor_stay():
     assert report.removed_bright_ml == 0
 
 
+def test_stomach_contents_labelled_liver_next_to_the_lumen_are_removed_and_the_liver_beside_them_stays():
+    """The network carries the liver a few mm into a contrast-filled stomach: a layer too thin for the
+    thickness test, continuous with the lumen left outside the organ. It goes; the parenchyma it touches, and
+    a thin bright vessel entering the liver from outside, stay."""
+    stomach = _ball((30, 40, 62), 12) & ~LIVER
+    near_liver = LIVER.copy()
+    for _ in range(3):
+        near_liver = anatomy.grown(near_liver)
+    leak = stomach & near_liver  # 6 mm of the stomach's contents
+    vessel = np.zeros(SHAPE, bool)
+    vessel[28:31, 50:80, 34:37] = True  # 6 mm, from the back of the grid 8 voxels into the liver
+    hu = _hu()
+    hu[stomach | vessel] = 240.0
+    labelled = LIVER | leak
+    liver, tumor, report = anatomy.constrain(*_maps(labelled), SPACING, hu)
+    labels = _labels(liver, tumor)
+    assert leak.sum() * 8 / 1000 > 2.0 and not labels[leak].any()
+    assert (labels[LIVER & ~vessel] == 1).mean() > 0.99
+    assert (vessel & LIVER).sum() >= 50 and (labels[vessel & LIVER] == 1).all()
+    assert report.removed_bright_ml == pytest.approx(leak.sum() * 8 / 1000, rel=0.05)
+    # the thickness test alone leaves such a layer
+    _, _, alone = anatomy.constrain(*_maps(labelled), SPACING, hu, lumen_reach_mm=0.0)
+    assert alone.removed_bright_ml == 0
+
+
 def test_the_hearts_blood_on_the_dome_is_removed_but_not_a_vessel_just_above_the_liver():
     heart = _ball((30, 40, 62), 12) & ~LIVER  # the blood pool, 165 HU, above a 110 HU portal venous liver
     vessel = np.zeros(SHAPE, bool)

@@ -8,8 +8,13 @@ The rules, in order (each one can only remove labels or turn enclosed background
    ``max(bright_min_hu, liver median + bright_above_liver_hu)`` and form a region thicker than
    ``2 * bright_mm`` (vessels are thinner) leave the organ before rule 1; rule 3 gives back what the liver
    encloses (a wide vessel, a lipiodol deposit). The defaults, 150 HU and 40 HU, catch the heart's blood
-   on the dome in the portal venous phase (150-190 HU on HCC_048). Voxels labelled tumor are left alone:
-   a hyper-enhancing lesion is tumor. Needs the image in HU; skipped without it.
+   on the dome in the portal venous phase (150-190 HU on HCC_048). So do bright voxels labelled liver that
+   are reached from a bright lumen outside the organ (as thick) through bright voxels within
+   ``lumen_reach_mm``: the network carries the liver a few mm into a stomach full of contrast-mixed food,
+   a layer too thin for the thickness test (HCC_048: 24 mL along the stomach and the duodenal bulb). A thin
+   vessel entering the liver is no lumen; the portal trunk may be, so its first ``lumen_reach_mm`` inside
+   the liver go too. Voxels labelled tumor are left alone: a hyper-enhancing lesion is tumor. Needs the
+   image in HU; skipped without it.
 1. **One liver.** Liver and tumor together form one organ: the largest connected region, after cutting
    bridges thinner than ``2 * bridge_mm`` (a network that leaks along the contact with the stomach, the
    spleen or a bowel loop connects them by such a bridge). What lies beyond a cut bridge is removed. 5 mm
@@ -223,23 +228,33 @@ def fluid_tumors(is_tumor, parenchyma, hu, voxel_ml, min_ml, max_hu, below_liver
     return fluid, count
 
 
-def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_liver_hu):
+def bright_regions(organ, is_tumor, hu, spacing_xyz, bright_mm, min_hu, above_liver_hu, lumen_reach_mm=0.0):
     """Rule 0's regions: liver-labelled voxels brighter than the threshold, in regions thicker than
-    ``2 * bright_mm``."""
+    ``2 * bright_mm``, and those reached from a bright lumen outside the organ (thicker than ``2 * bright_mm``)
+    through bright voxels within ``lumen_reach_mm``."""
     parenchyma = organ & ~is_tumor
     if not parenchyma.any():
         return np.zeros_like(organ)
     threshold = max(float(min_hu), float(np.median(hu[parenchyma])) + float(above_liver_hu))
-    bright = parenchyma & (hu > threshold)
+    bright_anywhere = hu > threshold
+    bright = parenchyma & bright_anywhere
     if not bright.any():
         return bright
     thick = opened(bright, spacing_xyz, bright_mm)
     # the opening trims the corners of what it keeps: grow back by a voxel, within the bright voxels
-    return grown(thick) & bright
+    found = grown(thick) & bright
+    steps = int(round(float(lumen_reach_mm) / min(spacing_xyz)))
+    if steps > 0:
+        reached = opened(bright_anywhere & ~organ, spacing_xyz, bright_mm)
+        for _ in range(steps):
+            reached = grown(reached) & bright_anywhere
+        found |= reached & bright
+    return found
 
 
 def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, dome_bridge_mm=8.0, dome_band=0.15,
               dome_min_ml=5.0, min_contact=0.05, bright_mm=4.0, bright_min_hu=150.0, bright_above_liver_hu=40.0,
+              lumen_reach_mm=12.0,
               flat_min_ml=2.0, flat_ratio=0.25, fluid_min_ml=1.0, fluid_max_hu=30.0, fluid_below_liver_hu=30.0):
     """Apply the rules to probability maps (z, y, x) on a grid of ``spacing_xyz`` mm (``hu``: the image on the
     same grid, for rule 0); returns the new maps and an :class:`AnatomyReport`. Voxels next to the kept organ
@@ -251,7 +266,7 @@ def constrain(liver, tumor, spacing_xyz, hu=None, bridge_mm=5.0, dome_bridge_mm=
     bright = np.zeros_like(organ)
     if hu is not None:
         bright = bright_regions(organ, tumor > liver, hu, spacing_xyz, bright_mm, bright_min_hu,
-                                bright_above_liver_hu)
+                                bright_above_liver_hu, lumen_reach_mm)
     kept = one_liver(organ & ~bright, spacing_xyz, bridge_mm)
     dome = over_the_dome(kept, spacing_xyz, dome_bridge_mm, dome_band, dome_min_ml)
     kept &= ~dome
