@@ -28,12 +28,16 @@ def build_parser():
     train.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoint")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--cache", default=None, help="folder for preprocessed cases (default RUNDIR/cache)")
+    train.add_argument("--init-weights", default=None, metavar="SAFETENSORS",
+                       help="fine-tune: start from these weights (a run's final.safetensors or a model package's "
+                            "weights file) instead of a fresh initialisation")
 
     export = sub.add_parser("export", help="package a finished run as a model package")
     export.add_argument("run", nargs="+", help="one run, or several (e.g. cross-validation folds) for an ensemble")
     export.add_argument("-o", "--output", required=True, metavar="MODELDIR")
     export.add_argument("--localizer", default=None, metavar="RUNDIR",
-                        help="a run trained at coarse spacing to find the liver first (coarse-to-fine)")
+                        help="a run trained at coarse spacing to find the liver first (coarse-to-fine), or a "
+                             "model package whose localiser to reuse")
     export.add_argument("--roi-margin-mm", type=float, default=15.0,
                         help="margin around the localised liver that the main network sees")
     export.add_argument("--tile-size", type=int, default=None,
@@ -51,7 +55,7 @@ def build_parser():
     refit.add_argument("run")
     refit.add_argument("dataset", help="the dataset the run was trained on")
     refit.add_argument("-o", "--output", required=True, metavar="NEWRUNDIR")
-    refit.add_argument("--localizer", default=None, metavar="RUNDIR")
+    refit.add_argument("--localizer", default=None, metavar="RUNDIR", help="as for export")
     refit.add_argument("--tile-size", type=int, default=None)
     refit.add_argument("--intensity-bins", type=int, default=None, metavar="N",
                        help="give the response pathway lesion-to-liver intensity contrasts from N-bin histograms "
@@ -136,7 +140,8 @@ def run(args):
         from .train import train
 
         config = load_config(args.config, epochs=args.epochs, max_steps=args.max_steps)
-        train(args.dataset, args.output, config, resume=args.resume, device=args.device, cache_dir=args.cache)
+        train(args.dataset, args.output, config, resume=args.resume, device=args.device, cache_dir=args.cache,
+              init_weights=args.init_weights)
     elif args.command == "export":
         from .export import export_run
 

@@ -1,8 +1,10 @@
-"""`export RUNDIR [RUNDIR ...] -o MODELDIR [--localizer RUNDIR]`: finished runs -> a verified model package.
+"""`export RUNDIR [RUNDIR ...] -o MODELDIR [--localizer RUNDIR|MODELDIR]`: finished runs -> a verified model
+package.
 
 Several runs (e.g. the k folds of a cross-validation) become one fold ensemble: prediction averages their
 probabilities and reports the spread. A localizer run (a small network trained at coarse spacing) lets
-prediction find the liver first and run the main networks only around it.
+prediction find the liver first and run the main networks only around it; a model package's localiser can
+be reused instead, so that fine-tuned main networks keep the localiser they were released with.
 """
 
 import json
@@ -12,7 +14,7 @@ from safetensors.torch import load_file
 
 from TACEResponseLib import coarse_pass
 from TACEResponseLib.errors import InputError
-from TACEResponseLib.model_package import write_package
+from TACEResponseLib.model_package import load_package, write_package
 
 from .model_card import full_card
 
@@ -75,6 +77,21 @@ def localizer_entry(run, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
     }
 
 
+def read_localizer(path, roi_margin_mm=DEFAULT_ROI_MARGIN_MM):
+    """(card entry, input phases, weights) of a localiser: its training run's, or a model package's own."""
+    path = Path(path)
+    if not (path / "model.json").is_file():
+        run, state = read_run(path)
+        return localizer_entry(run, roi_margin_mm), list(run["config"]["phases"]), state
+    package = load_package(path)  # verifies every file's SHA-256; a ModelError names the file
+    entry = package.card.get("localizer")
+    if not entry:
+        raise InputError(path, "model package has no localizer")
+    entry = {key: value for key, value in entry.items() if key not in ("file", "sha256")}
+    entry["roi_margin_mm"] = float(roi_margin_mm)
+    return entry, list(package.card["inputs"]["phases"]), load_file(str(package.folder / package.card["localizer"]["file"]))
+
+
 def export_run(run_dirs, out_dir, name=None, version="0.1.0", intended_use=None, training_data=None,
                license_text="Apache-2.0", reproduce=None, extra_metrics=None, localizer_dir=None,
                roi_margin_mm=DEFAULT_ROI_MARGIN_MM, tile_size=None):
@@ -95,9 +112,9 @@ def export_run(run_dirs, out_dir, name=None, version="0.1.0", intended_use=None,
         card["inference"]["tile_size"] = [int(tile_size)] * 3
     localizer_state = None
     if localizer_dir:
-        localizer_run, localizer_state = read_run(localizer_dir)
-        if list(localizer_run["config"]["phases"]) != list(config["phases"]):
+        entry, phases, localizer_state = read_localizer(localizer_dir, roi_margin_mm)
+        if phases != list(config["phases"]):
             raise InputError(localizer_dir, "localizer was trained on phases {} but the model takes {}".format(
-                localizer_run["config"]["phases"], config["phases"]))
-        card["localizer"] = localizer_entry(localizer_run, roi_margin_mm)
+                phases, config["phases"]))
+        card["localizer"] = entry
     return write_package(out_dir, card, states, localizer_state)

@@ -6,6 +6,7 @@ continues exactly as an uninterrupted one would. Under torchrun each rank draws 
 from (seed, step, r)) and DistributedDataParallel averages the gradients; see docs/distributed_training.md.
 """
 
+import hashlib
 import json
 import math
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from TACEResponseLib import inference
 from TACEResponseLib.errors import InputError
@@ -205,23 +207,29 @@ def _train_hidden_layer_head(model, train_sums, train_y, val_sums, val_y, config
     return best_auc, best_state
 
 
-def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=None, log=print, stop_after_steps=None):
+def train(dataset_dir, run_dir, config, resume=False, device="auto", cache_dir=None, log=print, stop_after_steps=None,
+          init_weights=None):
     """Train on DATASET into RUNDIR. ``stop_after_steps`` ends the session early, as an interruption would
-    (a checkpoint is written there); ``resume=True`` then continues the same schedule.
+    (a checkpoint is written there); ``resume=True`` then continues the same schedule. ``init_weights`` (a
+    safetensors file: a run's final.safetensors or a model package's weights) starts a new run from those
+    weights instead of the seeded initialisation: fine-tuning, with its own steps and learning rate.
 
     Launched by torchrun, every rank runs this; rank 0 alone writes to RUNDIR and returns the run, the
     others return None once it is written."""
     ctx, device = distributed.setup(device)
     try:
         return _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir,
-                      log if ctx.is_main else (lambda *args: None), stop_after_steps)
+                      log if ctx.is_main else (lambda *args: None), stop_after_steps, init_weights)
     finally:
         distributed.cleanup()
 
 
-def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, stop_after_steps):
+def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, stop_after_steps, init_weights=None):
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoint"
+    initial_state = None
+    if init_weights and not (resume and ckpt_dir.exists()):  # a resumed run's checkpoint holds the weights
+        initial_state, config = _read_initial_weights(init_weights, config)
     # every rank checks and reads before the barrier, and only rank 0 writes after it
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume and ckpt_dir.exists()):
         raise InputError(run_dir, "run folder exists and is not empty; use --resume to continue it or pick a new folder")
@@ -230,12 +238,6 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
             saved = json.load(stream)
         saved.update({k: config[k] for k in ("epochs", "max_steps") if config.get(k) is not None})
         config = saved
-    distributed.barrier()
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(str(run_dir / "config.json"), "w", encoding="utf-8") as stream:
-            json.dump(config, stream, indent=1)
-
     if config.get("num_threads"):
         torch.set_num_threads(int(config["num_threads"]))
     seed = int(config["seed"])
@@ -244,8 +246,22 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
     model = build_network(card)
     if config.get("task") == "classification":  # before .to(): the mode's marker buffer moves with the model
         model.use_global_pooling()
+    if initial_state is not None:
+        try:
+            model.load_state_dict(initial_state, strict=True)
+        except RuntimeError as error:  # missing, unexpected or differently shaped tensors
+            detail = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise InputError(init_weights, "weights do not fit the training configuration ({})".format(
+                detail[1] if len(detail) > 1 else detail[0]))
+        log("starting from {}".format(init_weights))
     model = model.to(device)
     spec = PreprocessingSpec.from_card(card)
+    # the run folder is written only once its configuration and starting weights are known to fit
+    distributed.barrier()
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(str(run_dir / "config.json"), "w", encoding="utf-8") as stream:
+            json.dump(config, stream, indent=1)
 
     records = read_dataset(dataset_dir, config["phases"])
     with_context = bool(config.get("context_classes"))
@@ -350,6 +366,19 @@ def _train(ctx, dataset_dir, run_dir, config, resume, device, cache_dir, log, st
         finally:
             distributed.barrier()
     return finish(model, train_cases, val_cases, config, device, run_dir, seed, log)
+
+
+def _read_initial_weights(path, config):
+    """(state dict, config recording where the weights came from) of a fine-tuning start."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "initial weights not found")
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # safetensors reports a damaged header in its own words
+        raise InputError(path, "not a readable safetensors file ({})".format(error))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state, dict(config, init_weights={"file": path.name, "sha256": digest})
 
 
 def _record_distributed(ctx, model, run_dir, global_batch, log):

@@ -169,3 +169,50 @@ def test_refit_gives_an_older_run_the_new_response_pathway(cohort, trained, tmp_
     assert cli.main(["predict", str(image), "-o", str(tmp_path / "pred"), "--model", str(tmp_path / "model")]) == 0
     result = json.loads((tmp_path / "pred" / "result.json").read_text())
     assert 0.0 <= result["response_probability"] <= 1.0
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_records_them(cohort, trained, tmp_path):
+    """With a learning rate of zero a fine-tuned run keeps the weights it started from exactly (a fresh run
+    keeps its seeded initialisation instead); the start's SHA-256 goes into the run's configuration."""
+    import hashlib
+
+    from TACEResponseLib.errors import InputError
+
+    run_dir, _ = trained
+    start = run_dir / "final.safetensors"
+    still = tiny_config(max_steps=1, learning_rate=0.0)
+    tuned, fresh = tmp_path / "tuned", tmp_path / "fresh"
+    train(cohort, tuned, still, device="cpu", cache_dir=run_dir / "cache", init_weights=start, **QUIET)
+    train(cohort, fresh, still, device="cpu", cache_dir=run_dir / "cache", **QUIET)
+    before = load_file(str(start))
+    tuned_w = load_file(str(tuned / "checkpoint" / "model.safetensors"))
+    fresh_w = load_file(str(fresh / "checkpoint" / "model.safetensors"))
+    encoder = [key for key in before if not key.startswith("head")]
+    assert all(np.array_equal(before[key].numpy(), tuned_w[key].numpy()) for key in encoder)
+    assert not all(np.array_equal(before[key].numpy(), fresh_w[key].numpy()) for key in encoder)
+    recorded = json.loads((tuned / "config.json").read_text())["init_weights"]
+    assert recorded == {"file": "final.safetensors", "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
+
+    with pytest.raises(InputError, match="do not fit the training configuration"):
+        train(cohort, tmp_path / "wider", tiny_config(max_steps=1, channels=[8, 16, 32, 64]), device="cpu",
+              cache_dir=run_dir / "cache", init_weights=start, **QUIET)
+    assert not (tmp_path / "wider").exists()  # refused before anything was written
+    with pytest.raises(InputError, match="initial weights not found"):
+        train(cohort, tmp_path / "nothing", still, device="cpu", init_weights=tmp_path / "absent.safetensors",
+              **QUIET)
+
+
+def test_a_model_packages_localizer_is_reused_by_export(trained, tmp_path):
+    """A package's localiser goes into a new package unchanged (weights and card entry), so fine-tuned main
+    networks keep the localiser they were released with; a package without one is refused by name."""
+    from TACEResponseLib.errors import InputError
+
+    run_dir, model_dir = trained
+    first = export_run(run_dir, tmp_path / "first", name="first", localizer_dir=run_dir)
+    second = export_run(run_dir, tmp_path / "second", name="second", localizer_dir=first.folder)
+    a = load_file(str(first.folder / first.card["localizer"]["file"]))
+    b = load_file(str(second.folder / second.card["localizer"]["file"]))
+    assert a.keys() == b.keys() and all(np.array_equal(a[key].numpy(), b[key].numpy()) for key in a)
+    assert second.card["localizer"] == first.card["localizer"]
+    with pytest.raises(InputError, match="has no localizer"):
+        export_run(run_dir, tmp_path / "third", localizer_dir=model_dir)

@@ -160,9 +160,15 @@ def test_liver_and_tumour_hu(cohort):
         factor = {"hypo": 1.0, "iso": 0.2, "hyper": -0.6, "infiltrative": 0.3}
         for les in case["lesions"]:  # documented enhancement model
             v = les["vascularity"]
-            washout = (5 + 40 * v) * factor[les["density"]]
+            washout = (12 + 38 * v) * factor[les["density"]]
             assert les["hu"]["portal_venous"] == pytest.approx(liver_hu["portal_venous"] - washout, abs=0.02)
             assert les["hu"]["arterial"] == pytest.approx(liver_hu["arterial"] + 30 + 90 * v, abs=0.02)
+            # the label's edge is one the image shows: iso-dense lesions by their capsule, infiltrative
+            # ones without a dark core inside near-liver tissue
+            if les["density"] == "iso":
+                assert les["capsule"]
+            if les["density"] == "infiltrative":
+                assert les["necrosis_fraction"] == 0.0 and not les["capsule"]
 
 
 def test_hypodense_lesions_wash_out_in_the_image():
@@ -350,3 +356,36 @@ def test_porta_hepatis_and_fissure_are_fat_clefts_labelled_background():
     assert fissures >= 1
     assert len(trunk_labels) >= 10 and set(trunk_labels) == {0}
     assert abs(float(np.median(trunk_hu))) < 30  # the portal vein's own HU, not fat's
+
+
+def _spherical_liver(radius_mm=90.0, h=4.0):
+    """The parts of an anatomy's liver that lesion placement reads, for a sphere at the origin."""
+    axis = np.arange(-radius_mm - 2 * h, radius_mm + 2 * h + 1e-6, h)
+    z, y, x = np.meshgrid(axis, axis, axis, indexing="ij")
+    field = (radius_mm - np.sqrt(x**2 + y**2 + z**2)).astype(np.float32)
+    inside = field > 0
+    return {"field": field, "origin": np.full(3, axis[0]), "spacing": h,
+            "cells": np.stack([x[inside], y[inside], z[inside]], axis=1), "cell_depth": field[inside]}
+
+
+def test_every_labelled_lesion_edge_is_visible_in_the_portal_venous_phase():
+    """Generator 2.2.0: viable hypo-dense tumour washes out at least 12 HU, iso-dense lesions have their
+    capsule, infiltrative ones no necrotic core inside near-liver tissue (drawn over many lesions)."""
+    from TACEResponseTraining.phantoms.lesions import _place_lesions
+    from TACEResponseTraining.phantoms.tissues import LIVER
+
+    liver = _spherical_liver()
+    appearance = {"hu": np.zeros((3, 256))}
+    appearance["hu"][:, LIVER] = (55.0, 75.0, 110.0)
+    seen = {"hypo": 0, "iso": 0, "hyper": 0, "infiltrative": 0}
+    for seed in range(60):
+        for les in _place_lesions(np.random.default_rng(seed), appearance, liver, (-90.0, 90.0)):
+            seen[les["density"]] += 1
+            washout = 110.0 - les["hu"]["portal_venous"]
+            if les["density"] == "hypo":
+                assert 12.0 <= washout <= 50.0
+            if les["density"] == "iso":
+                assert les["capsule"] and 0.0 < washout <= 10.0
+            if les["density"] == "infiltrative":
+                assert les["necrosis_fraction"] == 0.0 and not les["capsule"]
+    assert min(seen.values()) >= 5, seen  # every kind was drawn often enough to be checked

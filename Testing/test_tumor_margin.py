@@ -1,5 +1,7 @@
-"""The halo rule: liver labelled tumor well beyond a clear lesion goes back to the liver; the lesion, its
-near margin, a capsule and iso-dense lesions stay tumor."""
+"""Tumor margins. The halo rule: liver labelled tumor well beyond a clear lesion goes back to the liver; the
+lesion, its near margin, a capsule, iso-dense lesions and the viable rim around necrosis stay tumor. The
+viable-rim rule: parenchyma clearly darker than the liver, joined to a lesion, becomes tumor; vessels, the
+organ's edge and dark tissue apart from the lesion do not."""
 
 import numpy as np
 
@@ -56,3 +58,50 @@ def test_the_halo_becomes_liver_and_the_organ_stays():
     assert np.allclose(new_liver + new_tumor, liver + tumor)
     unchanged = tumor_margin.give_back_halo(liver, np.zeros_like(tumor), hu, SPACING)
     assert unchanged[2] == 0.0 and (unchanged[0] == liver).all()
+
+
+def _necrotic_case(core_mm=8.0, rim_mm=16.0, predicted_mm=9.0, seed=0):
+    """Liver at 110 HU around a necrotic core (20 HU) ringed by viable tumour at 75 HU (35 HU of washout); the
+    prediction calls only a sphere of ``predicted_mm`` tumor, as the networks do."""
+    organ, _, hu, radius = _case(seed=seed)
+    hu = np.where(radius <= core_mm, 20.0, np.where(radius <= rim_mm, 75.0, 110.0)).astype(np.float32)
+    hu += np.random.default_rng(seed).normal(0.0, 5.0, hu.shape).astype(np.float32)
+    return organ, radius <= predicted_mm, hu, radius
+
+
+def test_the_viable_rim_around_necrosis_is_taken_and_the_liver_beyond_it_is_not():
+    organ, predicted, hu, radius = _necrotic_case()
+    take = tumor_margin.viable_rim(organ, predicted, hu, SPACING)
+    assert take[(radius > 9.0) & (radius <= 14.0)].mean() > 0.95
+    assert not take[radius > 20.0].any() and not take[predicted].any()
+    # the halo rule leaves a prediction of core and rim alone: the rim is far darker than the liver
+    # (above the core-to-liver midpoint, it read as liver before)
+    organ, predicted, hu, radius = _necrotic_case(predicted_mm=16.0)
+    assert not tumor_margin.halo(organ, predicted, hu, SPACING)[radius <= 15.0].any()
+
+
+def test_a_thin_dark_vessel_the_organ_edge_and_dark_tissue_apart_are_not_taken():
+    organ, predicted, hu, radius = _case(lesion_hu=40.0, predicted_mm=10.0)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) * 2.0 for n in hu.shape], indexing="ij")
+    organ[:, :, :14] = False  # the organ ends 2 mm short of the lesion's side
+    vessel = (np.hypot(zz - 40.0, xx - 40.0) <= 2.0) & (yy > 40.0)  # 4 mm across, from the lesion outwards
+    apart = np.sqrt((zz - 40.0) ** 2 + (yy - 40.0) ** 2 + (xx - 68.0) ** 2) <= 6.0  # 12 mm of liver between
+    edge = organ & (xx < 34.0) & ~predicted  # the organ's outermost 6 mm next to the lesion, darkened as
+    hu[vessel | apart | edge] = 70.0         # partial volume with the fat outside darkens it
+    take = tumor_margin.viable_rim(organ, predicted, hu, SPACING)
+    assert not take[vessel].any() and not take[apart].any() and not take[edge].any()
+    # an iso-dense lesion takes nothing, whatever lies around it
+    organ, predicted, hu, _ = _necrotic_case()
+    hu[predicted] = 100.0
+    assert not tumor_margin.viable_rim(organ, predicted, hu, SPACING).any()
+
+
+def test_the_viable_rim_becomes_tumor_and_the_organ_stays():
+    organ, predicted, hu, radius = _necrotic_case()
+    tumor = np.where(predicted, 0.8, 0.05).astype(np.float32)
+    liver = np.where(predicted, 0.15, 0.9).astype(np.float32)
+    new_liver, new_tumor, taken_ml = tumor_margin.take_viable_rim(liver, tumor, hu, SPACING)
+    expected = tumor_margin.viable_rim(anatomy.organ_mask(liver, tumor), predicted, hu, SPACING)
+    assert taken_ml == expected.sum() * 0.008 and taken_ml > 10.0
+    assert ((new_tumor > new_liver) == (predicted | expected)).all()
+    assert np.allclose(new_liver + new_tumor, liver + tumor)

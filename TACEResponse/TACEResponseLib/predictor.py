@@ -250,7 +250,11 @@ class Predictor:
             warnings.append("gave back to the liver {:.0f} mL labelled tumor at the liver's HU, more than {:g} mm "
                             "from anything lesion-like (a halo around a lesion)".format(halo_ml,
                                                                                       tumor_margin.KEEP_MM))
-        changed_ml = report.removed_ml + beyond_ml + filled_ml + halo_ml
+        liver, tumor, rim_ml = tumor_margin.take_viable_rim(liver, tumor, hu, prepared.grid.spacing)
+        if rim_ml >= REPOOL_MIN_ML:
+            warnings.append("labelled tumor {:.0f} mL of liver clearly darker than the liver and joined to a "
+                            "lesion (its viable rim)".format(rim_ml))
+        changed_ml = report.removed_ml + beyond_ml + filled_ml + halo_ml + rim_ml
         if changed_ml >= REPOOL_MIN_ML and (mask_on_grid is None or liver_on_grid is None):
             tumor_weight = mask_on_grid if mask_on_grid is not None else tumor
             organ_weight = liver_on_grid if liver_on_grid is not None else np.minimum(liver + tumor, 1.0)

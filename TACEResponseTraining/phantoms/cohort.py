@@ -18,7 +18,7 @@ from .tissues import CONTEXT_NAMES
 
 
 GENERATOR_NAME = "tace_response_synth"
-GENERATOR_VERSION = "2.1.0"
+GENERATOR_VERSION = "2.2.0"
 CLINICAL_COLUMNS = ("age", "sex", "afp", "bclc", "child_pugh", "tumor_count", "max_diameter_mm")
 
 

@@ -14,6 +14,10 @@ from .tissues import LIVER, MAX_LESIONS
 
 LESION_COUNT_PROBS = (0.10, 0.34, 0.18, 0.12, 0.08, 0.06, 0.05, 0.04, 0.03)  # 0..8 lesions
 assert len(LESION_COUNT_PROBS) == MAX_LESIONS + 1
+# portal venous washout of viable tumour below the liver: FLOOR + SPAN x vascularity (hypo-dense lesions).
+# The floor (5 HU up to 2.1.0) keeps a hypo-dense lesion's viable tissue visible around its necrosis.
+WASHOUT_FLOOR_HU = 12.0
+WASHOUT_SPAN_HU = 38.0
 
 
 def _place_lesions(rng, A, liver, z_window):
@@ -38,6 +42,11 @@ def _place_lesions(rng, A, liver, z_window):
         cap = cap and not infiltrative
         exophytic = bool(rng.random() < 0.12)  # grows out of the liver surface
         density = "infiltrative" if infiltrative else str(rng.choice(["hypo", "iso", "hyper"], p=[0.7, 0.15, 0.15]))
+        # the label's edge must be an edge the image shows (2.2.0): an iso-dense lesion is seen by its capsule,
+        # and an infiltrative one has no dark core ringed by viable tissue at nearly the liver's density, which
+        # taught the networks to draw a band of liver around every dark lesion
+        cap = cap or density == "iso"
+        nec = 0.0 if infiltrative else nec
         waves = _make_waves(rng, 6 if infiltrative else 3, 1.0, *((0.08, 0.18) if infiltrative else (0.02, 0.06)))
         nec_waves = _make_waves(rng, 2, 1.0, 0.05, 0.12)
         cap_t = u(1.5, 3.0)
@@ -79,8 +88,8 @@ def _place_lesions(rng, A, liver, z_window):
                 "arterial": float(hu_l[1] + 30 + 90 * v),
                 # washout grows with vascularity (the outcome model's driver); iso- and hyper-dense and
                 # infiltrative lesions are the hard cases of real portal venous CT
-                "portal_venous": float(hu_l[2] - (5 + 40 * v) * {"hypo": 1.0, "iso": 0.2, "hyper": -0.6,
-                                                                   "infiltrative": 0.3}[density]),
+                "portal_venous": float(hu_l[2] - (WASHOUT_FLOOR_HU + WASHOUT_SPAN_HU * v)
+                                       * {"hypo": 1.0, "iso": 0.2, "hyper": -0.6, "infiltrative": 0.3}[density]),
             },
             "necrosis_hu": float(nec_hu),
             "capsule_hu": {ph: float(x) for ph, x in zip(PHASE_ORDER, cap_hu)},
