@@ -6,8 +6,9 @@ On a real liver the networks draw a halo of confident "tumor" around a clear les
 lesion painted into HCC_048 came out at 3 times its volume, "tumor" reaching 10-15 mm beyond its edge at
 the liver's own HU (``benchmarks/inserted_lesions.py``). The rule keeps what lies within ``KEEP_MM`` of
 the lesion's visibly lesion-like voxels (a capsule, the partial-volume edge) and only acts on lesions that
-differ clearly from the liver around them; iso-dense lesions are left alone. The phantoms' lesions hold
-liver-like tumor near their margins (a viable rim around necrosis at near-liver HU), which this cuts.
+differ clearly from the liver around them; iso-dense lesions and viable tumour clearly darker than the
+liver are left alone. Phantoms of generator 2.1.0 and earlier held liver-like tumor near their margins
+(a viable rim around necrosis at near-liver HU), which this cuts; 2.2.0's lesion edges are all visible.
 """
 
 import numpy as np
