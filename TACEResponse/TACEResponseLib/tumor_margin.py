@@ -97,8 +97,7 @@ def viable_rim(organ, is_tumor, hu, spacing_xyz):
     """Parenchyma joined to a darker-than-liver tumor region (``MIN_ML`` or more) through voxels whose smoothed
     HU is ``RIM_CONTRAST_HU`` or more below the liver's median, at least ``RIM_DEPTH_MM`` inside the organ
     (not the partial-volume edge), in parts that survive an opening of radius ``RIM_THICKNESS_MM`` (not a
-    vessel) and
-    within ``RIM_REACH_MM`` of the region. Masks and ``hu`` are (z, y, x) arrays on a grid of ``spacing_xyz``."""
+    vessel) and within ``RIM_REACH_MM`` of the region. Masks and ``hu`` are (z, y, x) arrays on a grid of ``spacing_xyz``."""
     take = np.zeros_like(is_tumor)
     parenchyma = organ & ~is_tumor
     if not is_tumor.any() or parenchyma.sum() < 100:
@@ -126,7 +125,8 @@ def viable_rim(organ, is_tumor, hu, spacing_xyz):
 
 def _joined_to(candidates, seed):
     """``candidates`` voxels connected (26-neighbourhood) to ``seed`` through ``candidates`` and ``seed``."""
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray((candidates | seed).astype(np.uint8)), True))
+    joined = sitk.GetImageFromArray((candidates | seed).astype(np.uint8))
+    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(joined, True))
     touching = np.unique(labels[seed & (labels > 0)])
     return candidates & np.isin(labels, touching)
 
