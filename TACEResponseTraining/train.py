@@ -6,7 +6,6 @@ continues exactly as an uninterrupted one would. Under torchrun each rank draws 
 from (seed, step, r)) and DistributedDataParallel averages the gradients; see docs/distributed_training.md.
 """
 
-import hashlib
 import json
 import math
 import time
@@ -18,7 +17,7 @@ from safetensors.torch import load_file
 
 from TACEResponseLib import inference
 from TACEResponseLib.errors import InputError
-from TACEResponseLib.model_package import build_network
+from TACEResponseLib.model_package import build_network, sha256_of
 from TACEResponseLib.network import HEAD_BUFFERS, region_weights
 from TACEResponseLib.preprocessing import PreprocessingSpec
 
@@ -377,8 +376,7 @@ def _read_initial_weights(path, config):
         state = load_file(str(path))
     except Exception as error:  # safetensors reports a damaged header in its own words
         raise InputError(path, "not a readable safetensors file ({})".format(error))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state, dict(config, init_weights={"file": path.name, "sha256": digest})
+    return state, dict(config, init_weights={"file": path.name, "sha256": sha256_of(path)})
 
 
 def _record_distributed(ctx, model, run_dir, global_batch, log):

@@ -245,12 +245,14 @@ class Predictor:
                                 "network missed it".format(filled_ml))
         liver, tumor, report = anatomy.constrain(liver, tumor, prepared.grid.spacing, hu)
         warnings += report.warnings()
-        liver, tumor, halo_ml = tumor_margin.give_back_halo(liver, tumor, hu, prepared.grid.spacing)
+        # both margin rules read the same smoothed HU; without tumor neither needs it
+        smoothed = tumor_margin.smoothed_hu(hu, prepared.grid.spacing) if (tumor > liver).any() else None
+        liver, tumor, halo_ml = tumor_margin.give_back_halo(liver, tumor, hu, prepared.grid.spacing, smoothed)
         if halo_ml >= REPOOL_MIN_ML:
             warnings.append("gave back to the liver {:.0f} mL labelled tumor at the liver's HU, more than {:g} mm "
                             "from anything lesion-like (a halo around a lesion)".format(halo_ml,
                                                                                       tumor_margin.KEEP_MM))
-        liver, tumor, rim_ml = tumor_margin.take_viable_rim(liver, tumor, hu, prepared.grid.spacing)
+        liver, tumor, rim_ml = tumor_margin.take_viable_rim(liver, tumor, hu, prepared.grid.spacing, smoothed)
         if rim_ml >= REPOOL_MIN_ML:
             warnings.append("labelled tumor {:.0f} mL of liver clearly darker than the liver and joined to a "
                             "lesion (its viable rim)".format(rim_ml))

@@ -49,13 +49,15 @@ def _signed_distance_mm(mask, spacing_xyz):
         _image(mask, spacing_xyz), insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
 
 
-def _smoothed(hu, spacing_xyz):
+def smoothed_hu(hu, spacing_xyz):
+    """``hu`` smoothed as both rules read it; compute it once and pass it to both."""
+    spacing_xyz = tuple(float(s) for s in spacing_xyz)
     hu_image = sitk.GetImageFromArray(np.ascontiguousarray(hu, np.float32))
     hu_image.SetSpacing(spacing_xyz)
     return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(hu_image, SMOOTH_MM / 2.0))
 
 
-def halo(organ, is_tumor, hu, spacing_xyz):
+def halo(organ, is_tumor, hu, spacing_xyz, smoothed=None):
     """Voxels of each tumor region (``MIN_ML`` or more) farther than ``KEEP_MM`` from its lesion-like voxels
     (those on the lesion's side of the midpoint between its core's and the surrounding liver's median HU)
     whose smoothed HU reads as liver. Masks and ``hu`` are (z, y, x) arrays on a grid of ``spacing_xyz``."""
@@ -64,7 +66,7 @@ def halo(organ, is_tumor, hu, spacing_xyz):
         return give_back
     spacing_xyz = tuple(float(s) for s in spacing_xyz)
     voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
-    smoothed = _smoothed(hu, spacing_xyz)
+    smoothed = smoothed_hu(hu, spacing_xyz) if smoothed is None else smoothed
     parenchyma = organ & ~is_tumor
     grow = int(np.ceil(SHELL_MM[1] / min(spacing_xyz))) + 1
     for box, region, voxels in anatomy.regions(is_tumor, grow=grow):
@@ -93,7 +95,7 @@ def halo(organ, is_tumor, hu, spacing_xyz):
     return give_back
 
 
-def viable_rim(organ, is_tumor, hu, spacing_xyz):
+def viable_rim(organ, is_tumor, hu, spacing_xyz, smoothed=None):
     """Parenchyma joined to a darker-than-liver tumor region (``MIN_ML`` or more) through voxels whose smoothed
     HU is ``RIM_CONTRAST_HU`` or more below the liver's median, at least ``RIM_DEPTH_MM`` inside the organ
     (not the partial-volume edge), in parts that survive an opening of radius ``RIM_THICKNESS_MM`` (not a
@@ -104,7 +106,7 @@ def viable_rim(organ, is_tumor, hu, spacing_xyz):
         return take
     spacing_xyz = tuple(float(s) for s in spacing_xyz)
     voxel_ml = float(np.prod(spacing_xyz)) / 1000.0
-    smoothed = _smoothed(hu, spacing_xyz)
+    smoothed = smoothed_hu(hu, spacing_xyz) if smoothed is None else smoothed
     liver_hu = float(np.median(smoothed[parenchyma]))
     deep_dark = None  # parenchyma well inside the organ and clearly darker than the liver, made when needed
     grow = int(np.ceil(RIM_REACH_MM / min(spacing_xyz))) + 1
@@ -131,23 +133,23 @@ def _joined_to(candidates, seed):
     return candidates & np.isin(labels, touching)
 
 
-def take_viable_rim(liver, tumor, hu, spacing_xyz):
+def take_viable_rim(liver, tumor, hu, spacing_xyz, smoothed=None):
     """Liver and tumor probabilities with each :func:`viable_rim` voxel's two swapped, so it becomes tumor and
     the organ probability stays; returns the maps and the mL taken."""
-    return _swapped(viable_rim, liver, tumor, hu, spacing_xyz)
+    return _swapped(viable_rim, liver, tumor, hu, spacing_xyz, smoothed)
 
 
-def give_back_halo(liver, tumor, hu, spacing_xyz):
+def give_back_halo(liver, tumor, hu, spacing_xyz, smoothed=None):
     """Liver and tumor probabilities with each :func:`halo` voxel's two swapped, so it becomes liver and the
     organ probability stays; returns the maps and the mL given back."""
-    return _swapped(halo, liver, tumor, hu, spacing_xyz)
+    return _swapped(halo, liver, tumor, hu, spacing_xyz, smoothed)
 
 
-def _swapped(rule, liver, tumor, hu, spacing_xyz):
+def _swapped(rule, liver, tumor, hu, spacing_xyz, smoothed):
     """Liver and tumor probabilities swapped where ``rule`` (halo, viable_rim) finds voxels, so the organ
     probability stays; and the mL swapped."""
     organ = anatomy.organ_mask(liver, tumor)
-    found = rule(organ, organ & (tumor > liver), hu, spacing_xyz)
+    found = rule(organ, organ & (tumor > liver), hu, spacing_xyz, smoothed)
     if not found.any():
         return liver, tumor, 0.0
     swapped_liver = np.where(found, tumor, liver).astype(np.float32)
